@@ -1,0 +1,47 @@
+"""The embedder protocol: all that evaluation needs from a trained model.
+
+Evaluation never imports :mod:`training`; the CLI (or training's validation loop)
+hands it an object that satisfies :class:`Embedder`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns spectrograms into embeddings and scores pairs of embeddings.
+
+    Implementations run on whatever device they like; inputs and outputs are
+    NumPy arrays so that evaluation stays framework-free.
+    """
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """Embed a batch of spectrograms.
+
+        Parameters
+        ----------
+        x : np.ndarray [shape=(B, n_mels, n_frames), dtype=float32]
+
+        Returns
+        -------
+        np.ndarray [shape=(B, D), dtype=float32]
+        """
+        ...
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Score pairs of embeddings; higher means more similar.
+
+        Parameters
+        ----------
+        a, b : np.ndarray [shape=(P, D)]
+            Row ``i`` of ``a`` is paired with row ``i`` of ``b``.
+
+        Returns
+        -------
+        np.ndarray [shape=(P,), dtype=float32]
+        """
+        ...

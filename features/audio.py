@@ -1,0 +1,83 @@
+"""Decoding one audio file into a mono float32 buffer, with clear reasons on failure."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.transform import resample, to_mono
+from manifests.errors import AudioDecodeError
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """A decoded clip, before resampling.
+
+    Attributes
+    ----------
+    samples : np.ndarray [shape=(n,), dtype=float32]
+        Mono samples (stereo averaged, as ``librosa.load`` does).
+    sample_rate : int
+        Rate as read from the file.
+    channels : int
+        Channels as read from the file.
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+    channels: int
+
+
+def decode(path: str | os.PathLike[str]) -> DecodedAudio:
+    """Read an audio file that soundfile decodes (wav, flac, ogg, ...).
+
+    Raises
+    ------
+    AudioDecodeError
+        Naming the file and the reason: empty file, not decodable (truncated,
+        corrupt, not audio), no samples, NaN or Inf samples, unreadable.
+    """
+    import soundfile as sf
+
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise AudioDecodeError(f"{path}: cannot read the file ({exc.strerror or exc}).") from exc
+    if os.path.isdir(path):
+        raise AudioDecodeError(f"{path}: expected an audio file, found a directory.")
+    if size == 0:
+        raise AudioDecodeError(f"{path}: empty file (0 bytes).")
+    try:
+        with sf.SoundFile(path) as f:
+            sample_rate = int(f.samplerate)
+            channels = int(f.channels)
+            data = f.read(dtype="float32", always_2d=False)
+    except sf.LibsndfileError as exc:
+        raise AudioDecodeError(f"{path}: not decodable as audio ({exc.error_string}).") from exc
+    except (RuntimeError, sf.SoundFileError) as exc:
+        raise AudioDecodeError(f"{path}: not decodable as audio ({exc}).") from exc
+    except OSError as exc:
+        raise AudioDecodeError(f"{path}: cannot read the file ({exc.strerror or exc}).") from exc
+    if data.shape[0] == 0:
+        raise AudioDecodeError(f"{path}: no samples (the header says 0 frames).")
+    if not np.isfinite(data).all():
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise AudioDecodeError(f"{path}: {bad} NaN or Inf samples; expected finite audio.")
+    return DecodedAudio(samples=to_mono(data), sample_rate=sample_rate, channels=channels)
+
+
+def load_resampled(path: str | os.PathLike[str], *, target_sr: int) -> tuple[np.ndarray, DecodedAudio]:
+    """Decode, downmix and resample to ``target_sr`` (scipy FFT method).
+
+    Returns
+    -------
+    y : np.ndarray [shape=(m,), dtype=float32]
+    decoded : DecodedAudio
+        What was read, before resampling.
+    """
+    decoded = decode(path)
+    y = resample(decoded.samples, orig_sr=decoded.sample_rate, target_sr=target_sr)
+    return y, decoded

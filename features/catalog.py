@@ -1,0 +1,44 @@
+"""The clip catalog: one Parquet row per clip of a feature version (byte-deterministic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+BASE_COLUMNS: dict[str, str] = {
+    "row": "int64",            # row in the store; -1 when the clip was rejected
+    "clip_id": "string",
+    "class": "string",
+    "source_path": "string",   # relative to the dataset root
+    "source_hash": "string",   # BLAKE2b-128 of the file's bytes ("" if unreadable)
+    "sample_rate": "int64",    # as read (0 if not decoded)
+    "channels": "int64",       # as read (0 if not decoded)
+    "n_samples": "int64",      # as read, at the file's own rate (0 if not decoded)
+    "pad_offset": "int64",     # zeros placed before the clip, at the preset's rate
+    "cropped": "bool",         # cut to the preset length (--crop-long)
+    "status": "string",        # "stored" | "rejected"
+    "reason": "string",        # why rejected, or a note (e.g. cropped); "" otherwise
+}
+
+
+def _arrow_type(name: str):
+    import pyarrow as pa
+
+    return {"int64": pa.int64(), "string": pa.string(), "bool": pa.bool_()}[name]
+
+
+def write_catalog(path: Path, records: Iterable[dict[str, Any]], extra_columns: dict[str, str]) -> None:
+    """Write catalog records to Parquet, sorted by clip id then source path.
+
+    Nothing time-dependent goes into the file, so the same records give the same bytes.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {**BASE_COLUMNS, **extra_columns}
+    rows = sorted(records, key=lambda r: (r["clip_id"], r["source_path"], r["reason"]))
+    schema = pa.schema([(name, _arrow_type(kind)) for name, kind in columns.items()])
+    table = pa.table({name: [r.get(name) for r in rows] for name in columns}, schema=schema)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd", write_statistics=False, store_schema=False)
+    tmp.replace(path)

@@ -1,0 +1,235 @@
+"""Pure transforms: mono → resample → pad → log-mel.
+
+Every function here is a pure function of its inputs (the mel filter bank is
+memoised per configuration, never rebuilt per clip). The log-mel equals
+``librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft,
+hop_length=hop, n_mels=n_mels), ref=1.0)`` to within a few thousandths of a dB;
+it is faster because it windows frames straight from a strided view into one
+float32 buffer, builds the filter bank once and multiplies by it as a sparse
+matrix (its rows are >99% zeros).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+import scipy.sparse
+
+from features.config import FeatureConfig
+
+AMIN = 1e-10
+
+
+def to_mono(y: np.ndarray) -> np.ndarray:
+    """Downmix by averaging channels, as ``librosa.to_mono`` does.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,) or (n, channels)]
+        Samples as soundfile returns them (frames first).
+
+    Returns
+    -------
+    np.ndarray [shape=(n,)]
+    """
+    if y.ndim == 1:
+        return y
+    return np.mean(np.ascontiguousarray(y.T), axis=0)
+
+
+def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample with scipy's FFT method, exactly as librosa's ``res_type="scipy"``.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,), dtype=float32]
+    orig_sr, target_sr : int
+
+    Returns
+    -------
+    np.ndarray [shape=(ceil(n * target_sr / orig_sr),), dtype=y.dtype]
+    """
+    if orig_sr == target_sr:
+        return y
+    n_out = int(math.ceil(y.shape[-1] * (float(target_sr) / orig_sr)))
+    return np.asarray(scipy.signal.resample(y, n_out, axis=-1), dtype=y.dtype)
+
+
+def pad_offset(*, seed: int, clip_id: str, n: int, target: int) -> int:
+    """Deterministic zero-pad offset of one clip.
+
+    A function of ``(seed, clip_id)`` only, so it does not depend on file
+    order, batch size or number of workers: uniform over ``0 .. target - n``.
+
+    Returns
+    -------
+    int
+        Number of zeros placed before the clip (0 when ``n >= target``).
+    """
+    slack = target - n
+    if slack <= 0:
+        return 0
+    digest = hashlib.blake2b(f"{seed}\x00{clip_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % (slack + 1)
+
+
+def pad_to(y: np.ndarray, *, target: int, offset: int) -> np.ndarray:
+    """Zero-pad ``y`` to ``target`` samples with ``offset`` zeros in front.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)], n <= target
+
+    Returns
+    -------
+    np.ndarray [shape=(target,), dtype=y.dtype]
+    """
+    if y.shape[0] > target or offset < 0 or offset + y.shape[0] > target:
+        raise ValueError(
+            f"Expected a clip of at most {target} samples placed at offset "
+            f"0..{target - y.shape[0]}. Got {y.shape[0]} samples at offset {offset}."
+        )
+    out = np.zeros(target, dtype=y.dtype)
+    out[offset : offset + y.shape[0]] = y
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def mel_basis(*, sample_rate: int, n_fft: int, n_mels: int) -> scipy.sparse.csr_matrix:
+    """librosa's Slaney mel filter bank as a sparse matrix.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix [shape=(n_mels, 1 + n_fft // 2), dtype=float32]
+    """
+    import librosa.filters  # imported here: librosa is slow to import
+
+    basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, dtype=np.float32)
+    return scipy.sparse.csr_matrix(basis)
+
+
+def _frames(y_padded: np.ndarray, n_fft: int, hop: int, n_frames: int) -> np.ndarray:
+    """View of overlapping frames [shape=(n_frames, n_fft)] without copying."""
+    step = y_padded.strides[0]
+    return np.lib.stride_tricks.as_strided(
+        y_padded, shape=(n_frames, n_fft), strides=(hop * step, step), writeable=False
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def hann_window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window [shape=(n_fft,), dtype=float32], librosa's STFT default."""
+    window = scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    window.flags.writeable = False
+    return window
+
+
+def power_spectrogram_frames(
+    y: np.ndarray, *, n_fft: int, hop_length: int, workspace: np.ndarray | None = None
+) -> np.ndarray:
+    """Power of the centred, Hann-windowed STFT, frames first.
+
+    Frames come from a strided view of the zero-padded signal and are windowed
+    straight into one contiguous float32 buffer (one pass, no float64 copy).
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,), dtype=float32]
+    workspace : np.ndarray [shape=(1 + n // hop_length, n_fft), dtype=float32], optional
+        Reused buffer for the windowed frames. Reusing it matters: an FFT over a
+        freshly mapped 3.6 MB buffer measured 3x slower here (page faults).
+
+    Returns
+    -------
+    np.ndarray [shape=(1 + n // hop_length, 1 + n_fft // 2), dtype=float32]
+    """
+    y = np.asarray(y, dtype=np.float32)
+    n_frames = 1 + y.shape[0] // hop_length
+    half = n_fft // 2
+    frames = _frames(np.pad(y, (half, half)), n_fft, hop_length, n_frames)
+    if workspace is None or workspace.shape != (n_frames, n_fft):
+        workspace = np.empty((n_frames, n_fft), dtype=np.float32)
+    np.multiply(frames, hann_window(n_fft), out=workspace)
+    spec = scipy.fft.rfft(workspace, axis=-1, workers=1)
+    power = np.square(spec.real)
+    power += np.square(spec.imag)
+    return power
+
+
+def power_spectrogram(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
+    """``|librosa.stft(y, n_fft=n_fft, hop_length=hop_length)| ** 2``.
+
+    Returns
+    -------
+    np.ndarray [shape=(1 + n_fft // 2, 1 + n // hop_length), dtype=float32]
+    """
+    return np.ascontiguousarray(power_spectrogram_frames(y, n_fft=n_fft, hop_length=hop_length).T)
+
+
+def power_to_db(S: np.ndarray, *, top_db: float = 80.0) -> np.ndarray:
+    """``librosa.power_to_db(S, ref=1.0, amin=1e-10, top_db=top_db)``.
+
+    The floor is the clip's own maximum minus ``top_db`` (not an absolute level).
+    """
+    log_spec = 10.0 * np.log10(np.maximum(S, np.float32(AMIN)))
+    return np.maximum(log_spec, log_spec.max() - np.float32(top_db)).astype(np.float32, copy=False)
+
+
+class LogMel:
+    """Log-mel extractor for one configuration, reusing its buffers between clips.
+
+    Not thread-safe: use one instance per thread (the pipeline makes one per task).
+
+    Parameters
+    ----------
+    config : FeatureConfig
+    """
+
+    def __init__(self, config: FeatureConfig) -> None:
+        self.config = config
+        self._basis = mel_basis(
+            sample_rate=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels
+        )
+        self._workspace = np.empty((config.n_frames, config.n_fft), dtype=np.float32)
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        """Log-mel of an already resampled and padded clip.
+
+        Parameters
+        ----------
+        y : np.ndarray [shape=(config.n_samples,), dtype=float32]
+
+        Returns
+        -------
+        np.ndarray [shape=(config.n_mels, config.n_frames), dtype=float32]
+        """
+        config = self.config
+        if y.shape != (config.n_samples,):
+            raise ValueError(
+                f"Expected a padded clip of shape ({config.n_samples},). Got {y.shape}."
+            )
+        power = power_spectrogram_frames(
+            y, n_fft=config.n_fft, hop_length=config.hop_length, workspace=self._workspace
+        )
+        mel = np.asarray(self._basis @ power.T, dtype=np.float32)
+        return power_to_db(mel, top_db=config.top_db)
+
+
+def logmel(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Log-mel spectrogram of an already resampled and padded clip.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(config.n_samples,), dtype=float32]
+    config : FeatureConfig
+
+    Returns
+    -------
+    np.ndarray [shape=(config.n_mels, config.n_frames), dtype=float32]
+    """
+    return LogMel(config)(y)

@@ -1,0 +1,74 @@
+"""A trained :class:`~training.model.SiameseNet` as an evaluation ``Embedder`` (NumPy in, NumPy out)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from training.model import SiameseNet
+
+
+def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; nothing elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class TorchEmbedder:
+    """Wraps a network for :func:`evaluation.evaluator.evaluate_one_shot`.
+
+    Parameters
+    ----------
+    model : SiameseNet
+        Put in eval mode while embedding and scoring; its previous mode is restored.
+    device : torch.device
+    batch_size : int
+        Clips per forward pass.
+    similarity_kind : str
+        ``"sigmoid"``: sigmoid of the head's logit (bce / mse training);
+        ``"distance"``: ``1 / (1 + distance)`` (contrastive training).
+    """
+
+    def __init__(
+        self, model: SiameseNet, device: torch.device, *, batch_size: int = 64, similarity_kind: str = "sigmoid"
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.batch_size = batch_size
+        self.similarity_kind = similarity_kind
+
+    @contextlib.contextmanager
+    def _inference(self):
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad(), autocast_context(self.device):
+                yield
+        finally:
+            self.model.train(was_training)
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """Spectrograms [shape=(B, n_mels, n_frames)] -> embeddings [shape=(B, fc_units), float32]."""
+        x = np.asarray(x, dtype=np.float32)
+        out = []
+        with self._inference():
+            for start in range(0, x.shape[0], self.batch_size):
+                part = torch.from_numpy(np.ascontiguousarray(x[start:start + self.batch_size])).to(self.device)
+                out.append(self.model.embed(part).float().cpu().numpy())
+        if not out:
+            return np.zeros((0, self.model.config.fc_units), dtype=np.float32)
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Similarity in [0, 1] of embedding pairs, [shape=(P, D)] each -> [shape=(P,), float32]."""
+        with self._inference():
+            ta = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
+            tb = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)).to(self.device)
+            if self.similarity_kind == "distance":
+                score = 1.0 / (1.0 + self.model.distance(ta, tb))
+            else:
+                score = torch.sigmoid(self.model.logits(ta, tb).float())
+        return score.float().cpu().numpy().astype(np.float32, copy=False)

@@ -1,0 +1,100 @@
+"""Training metrics on disk: ``metrics.csv`` (one row per validation) and a curves PNG like the report's Figure 2.5."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One validation.
+
+    Attributes
+    ----------
+    epoch : int
+        Epochs completed when validating.
+    train_loss, train_accuracy : float
+        Means over the epochs since the previous validation.
+    val_accuracy : float
+        Mean 5-way one-shot accuracy on the validation classes.
+    """
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_accuracy: float
+
+
+METRICS_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_accuracy")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_metrics_csv(path: Path, history: Sequence[EvalRecord]) -> None:
+    """Write ``epoch,train_loss,train_accuracy,val_accuracy``, one row per validation, atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(METRICS_COLUMNS)
+    for record in history:
+        writer.writerow([record.epoch, f"{record.train_loss:.6f}", f"{record.train_accuracy:.6f}",
+                         f"{record.val_accuracy:.6f}"])
+    write_atomic(path, buffer.getvalue().encode())
+
+
+def plot_curves(
+    path: Path, epoch_losses: Sequence[float], epoch_accuracies: Sequence[float], history: Sequence[EvalRecord]
+) -> None:
+    """Draw training accuracy (blue), loss (red) per epoch and validation accuracy (orange) to a PNG.
+
+    Parameters
+    ----------
+    path : Path
+        PNG written atomically.
+    epoch_losses, epoch_accuracies : Sequence[float] [shape=(epochs,)]
+        Per-epoch training batch loss and accuracy.
+    history : Sequence[EvalRecord]
+        Validations.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    epochs = range(1, len(epoch_losses) + 1)
+    ax.plot(epochs, epoch_accuracies, color="tab:blue", linewidth=0.8, label="training accuracy")
+    ax.plot(epochs, epoch_losses, color="tab:red", linewidth=0.8, label="training loss")
+    if history:
+        ax.plot([r.epoch for r in history], [r.val_accuracy for r in history], color="tab:orange",
+                marker="o", linewidth=1.5, label="5-way one-shot validation accuracy")
+        best = max(history, key=lambda r: r.val_accuracy)
+        ax.axvline(best.epoch, color="tab:orange", linestyle=":", linewidth=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy / loss")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_atomic(path, buffer.getvalue())
