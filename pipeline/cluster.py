@@ -41,7 +41,7 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None) -> 
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env,
                           "distributed.worker.daemon": False}):
         with LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
             silence_logs=logging.ERROR,
         ) as cluster, Client(cluster) as client:
             yield client
