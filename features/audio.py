@@ -30,6 +30,37 @@ class DecodedAudio:
     channels: int
 
 
+def wav_declared_frames(path: str) -> int | None:
+    """Frames a RIFF/WAVE header declares (its ``data`` chunk size / block align).
+
+    libsndfile quietly reads a truncated WAV up to where the bytes stop; this
+    lets :func:`decode` tell such a file apart. ``None`` for other formats or
+    headers that declare no usable size (streamed files write 0 or 0xFFFFFFFF).
+    """
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"fmt ":
+                fmt = f.read(size + (size & 1))
+                if len(fmt) >= 14:
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+            elif cid == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + (size & 1), 1)
+
+
 def decode(path: str | os.PathLike[str]) -> DecodedAudio:
     """Read an audio file that soundfile decodes (wav, flac, ogg, ...).
 
@@ -63,6 +94,11 @@ def decode(path: str | os.PathLike[str]) -> DecodedAudio:
         raise AudioDecodeError(f"{path}: cannot read the file ({exc.strerror or exc}).") from exc
     if data.shape[0] == 0:
         raise AudioDecodeError(f"{path}: no samples (the header says 0 frames).")
+    declared = wav_declared_frames(path)
+    if declared is not None and data.shape[0] < declared:
+        raise AudioDecodeError(
+            f"{path}: truncated: the WAV header declares {declared} frames, the file holds {data.shape[0]}."
+        )
     if not np.isfinite(data).all():
         bad = int(np.count_nonzero(~np.isfinite(data)))
         raise AudioDecodeError(f"{path}: {bad} NaN or Inf samples; expected finite audio.")

@@ -16,7 +16,7 @@ from features.fingerprint import version_id as fingerprint
 from manifests.datasets import scan_dataset
 from manifests.errors import AudioDecodeError, DatasetLayoutError, StoreError
 from manifests.sources import DatasetScan, content_hash
-from pipeline.tasks import BatchSpec, ClipTask, check_batch, write_batch
+from pipeline.tasks import BatchSpec, ClipTask, check_batch, warm_worker, write_batch
 
 
 @dataclass(frozen=True)
@@ -48,12 +48,14 @@ class BuildResult:
     rejected: list[dict[str, str]]
     warnings: list[str]
     class_counts: dict[str, int]
+    timing: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version_id": self.version_id, "path": str(self.path), "n_stored": self.n_stored,
             "n_rejected": self.n_rejected, "already_sealed": self.already_sealed,
             "rejected": self.rejected, "warnings": self.warnings, "class_counts": self.class_counts,
+            "timing": self.timing,
         }
 
 
@@ -93,6 +95,23 @@ def build(cfg: BuildConfig) -> BuildResult:
         The store cannot be written.
     """
     config = cfg.feature_config or preset(cfg.dataset)
+    from pipeline.cluster import dask_client
+
+    with dask_client(workers=cfg.workers, scheduler=cfg.scheduler) as client:
+        warming = _warm_workers(client, config)  # held: a released future may be cancelled
+        result = _build_with(client, cfg, config)
+        del warming
+        return result
+
+
+def _warm_workers(client, config: FeatureConfig) -> list:
+    """Start every worker's imports now; they overlap with scanning and hashing."""
+    workers = list(client.scheduler_info().get("workers", {}))
+    return [client.submit(warm_worker, config, pure=False, workers=[w], allow_other_workers=True)
+            for w in workers]
+
+
+def _build_with(client, cfg: BuildConfig, config: FeatureConfig) -> BuildResult:
     source_dir = Path(cfg.source_dir).resolve()
     scan = scan_dataset(cfg.dataset, source_dir)
     hashes, unreadable = _hash_sources(scan)
@@ -126,33 +145,32 @@ def build(cfg: BuildConfig) -> BuildResult:
     tasks = [ClipTask(row, c.clip_id, str(source_dir / c.source_path)) for row, (c, _) in enumerate(clips)]
     batches = [tuple(tasks[s : s + per_shard]) for s in range(0, len(tasks), per_shard)]
 
-    from pipeline.cluster import dask_client
+    if cfg.strict:
+        _strict_check(client, batches, config, cfg, layout_rejects)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plan = {
+            "version_id": vid, "dataset": cfg.dataset, "n_clips": len(clips),
+            "clips_per_shard": per_shard,
+            "clips": [[row, c.clip_id, c.source_path, h] for row, (c, h) in enumerate(clips)],
+        }
+        attrs = {"version_id": vid, "dataset": cfg.dataset, "feature_config": config.to_dict(),
+                 "layout": cfg.layout.to_dict(), "seed": cfg.seed, "crop_long": cfg.crop_long,
+                 "fingerprint_inputs": inputs, "n_clips": len(clips)}
+        store.create_version(path, n_clips=len(clips), config=config, layout=cfg.layout,
+                             attributes=attrs, plan=plan)
+    else:
+        _check_plan(path, vid, len(clips))
+    done = {i for i in range(len(batches)) if store.read_marker(path, i) is not None}
+    todo = [i for i in range(len(batches)) if i not in done]
+    if done:
+        _log(f"Resuming feature version {vid}: {len(done)} of {len(batches)} batches already written.")
+    specs = [BatchSpec(str(path), i, batches[i], config, cfg.seed, cfg.crop_long, per_shard) for i in todo]
+    timing = _run_batches(client, specs, progress=cfg.progress)
 
-    with dask_client(workers=cfg.workers, scheduler=cfg.scheduler) as client:
-        if cfg.strict:
-            _strict_check(client, batches, config, cfg, layout_rejects)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            plan = {
-                "version_id": vid, "dataset": cfg.dataset, "n_clips": len(clips),
-                "clips_per_shard": per_shard,
-                "clips": [[row, c.clip_id, c.source_path, h] for row, (c, h) in enumerate(clips)],
-            }
-            attrs = {"version_id": vid, "dataset": cfg.dataset, "feature_config": config.to_dict(),
-                     "layout": cfg.layout.to_dict(), "seed": cfg.seed, "crop_long": cfg.crop_long,
-                     "fingerprint_inputs": inputs, "n_clips": len(clips)}
-            store.create_version(path, n_clips=len(clips), config=config, layout=cfg.layout,
-                                 attributes=attrs, plan=plan)
-        else:
-            _check_plan(path, vid, len(clips))
-        done = {i for i in range(len(batches)) if store.read_marker(path, i) is not None}
-        todo = [i for i in range(len(batches)) if i not in done]
-        if done:
-            _log(f"Resuming feature version {vid}: {len(done)} of {len(batches)} batches already written.")
-        specs = [BatchSpec(str(path), i, batches[i], config, cfg.seed, cfg.crop_long, per_shard) for i in todo]
-        _run_batches(client, specs, progress=cfg.progress)
-
-    return _seal(path, vid, scan, clips, layout_rejects, len(batches))
+    result = _seal(path, vid, scan, clips, layout_rejects, len(batches))
+    result.timing = timing
+    return result
 
 
 def _strict_check(client, batches, config, cfg, layout_rejects) -> None:
@@ -182,12 +200,17 @@ def _check_plan(path: Path, vid: str, n_clips: int) -> None:
         )
 
 
-def _run_batches(client, specs: list[BatchSpec], *, progress: bool) -> None:
+def _run_batches(client, specs: list[BatchSpec], *, progress: bool) -> dict[str, Any]:
+    """Run the write tasks; return timings (graph wall time, per-task CPU seconds)."""
+    import time
+
     from distributed import as_completed
     from tqdm import tqdm
 
     if not specs:
-        return
+        return {}
+    t0 = time.perf_counter()
+    tasks = []
     n_clips = sum(len(s.clips) for s in specs)
     futures = [client.submit(write_batch, s, pure=False, key=f"write-batch-{s.batch_index}-{s.version_path[-20:]}")
                for s in specs]
@@ -195,6 +218,9 @@ def _run_batches(client, specs: list[BatchSpec], *, progress: bool) -> None:
         for fut in as_completed(futures):
             result = fut.result()
             bar.update(len(result["clips"]))
+            tasks.append({k: result[k] for k in ("batch", "cpu_s", "wall_s", "worker_pid")}
+                         | {"clips": len(result["clips"])})
+    return {"graph_wall_s": time.perf_counter() - t0, "tasks": sorted(tasks, key=lambda t: t["batch"])}
 
 
 def _seal(path: Path, vid: str, scan: DatasetScan, clips, layout_rejects, n_batches: int) -> BuildResult:
