@@ -39,7 +39,7 @@ META_KEYS = (
 
 def library_versions() -> dict[str, str]:
     """Versions of Python and the libraries that determine the weights."""
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    versions = {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": str(np.__version__)}
     try:
         versions["siamese-audio"] = metadata.version("siamese-audio")
     except metadata.PackageNotFoundError:

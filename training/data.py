@@ -166,3 +166,23 @@ class ResidentReader:
             missing = sorted(set(rows.tolist()) - set(self.rows.tolist()))[:5]
             raise TrainingError(f"Resident reader: rows {missing} were not loaded (not in the training split).")
         return self.data[torch.from_numpy(index).to(self.device)]
+
+
+def input_stats(
+    read: ReadFn, class_rows: Mapping[str, np.ndarray], *, seed: int, max_clips: int = 512
+) -> tuple[float, float]:
+    """Mean and standard deviation of the values of up to ``max_clips`` training clips.
+
+    The clips are drawn with their own generator (seeded by ``seed``), so the
+    pair sampler's random stream is untouched.
+
+    Returns
+    -------
+    mean, std : float
+    """
+    rows = np.unique(np.concatenate([np.asarray(r, dtype=np.int64) for r in class_rows.values()]))
+    rng = np.random.default_rng([seed, 0x5EED])
+    if rows.shape[0] > max_clips:
+        rows = np.sort(rng.choice(rows, size=max_clips, replace=False))
+    values = read(rows).astype(np.float64)
+    return float(values.mean()), float(values.std())

@@ -31,7 +31,7 @@ from training.checkpoint import (
     BEST, LAST, describe, load_checkpoint, resolve_device, restore_rng_states, rng_states, save_checkpoint,
 )
 from training.config import ModelConfig, TrainConfig
-from training.data import ReadFn, ResidentReader, StoreReader, TrainingInputs
+from training.data import ReadFn, ResidentReader, StoreReader, TrainingInputs, input_stats
 from training.embedder import TorchEmbedder, autocast_context
 from training.losses import pair_loss
 from training.metrics import EvalRecord, plot_curves, write_metrics_csv
@@ -220,7 +220,8 @@ def save_run(run_dir: Path, payload_last: dict[str, Any], state: _State) -> None
     """Write ``last.pt``, ``metrics.csv`` and ``curves.png`` (each atomically)."""
     save_checkpoint(run_dir / LAST, payload_last)
     write_metrics_csv(run_dir / METRICS_CSV, state.history)
-    plot_curves(run_dir / CURVES_PNG, state.epoch_losses, state.epoch_accuracies, state.history)
+    plot_curves(run_dir / CURVES_PNG, state.epoch_losses, state.epoch_accuracies, state.history,
+                title=payload_last.get("dataset"))
 
 
 def _check_resume(payload: dict[str, Any], described: dict[str, Any], path: Path) -> None:
@@ -310,9 +311,13 @@ def fit(
             )
         run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(train_config.seed)
+        if model_config.input_norm == "standardize":
+            model.set_input_stats(*input_stats(data.read, data.train_rows, seed=train_config.seed))
 
-    reader = (ResidentReader(data.read, data.train_rows, torch_device) if resident
-              else StoreReader(data.read, torch_device))
+    if state.stopped is None and resident:
+        reader: ResidentReader | StoreReader = ResidentReader(data.read, data.train_rows, torch_device)
+    else:
+        reader = StoreReader(data.read, torch_device)
 
     from tqdm import tqdm
 
@@ -364,12 +369,6 @@ def _after_validation(
     elif state.epoch >= config.max_epochs:
         state.stopped = "max_epochs"
     save_run(run_dir, _payload(model, described, state, kind="last", optimizer=optimizer, rng=rng), state)
-
-
-def class_rows_from_labels(labels: np.ndarray, classes: list[str]) -> dict[str, np.ndarray]:
-    """Class -> rows of ``labels`` [shape=(N,), str] restricted to ``classes`` (for in-memory data)."""
-    labels = np.asarray(labels)
-    return {c: np.flatnonzero(labels == c).astype(np.int64) for c in classes}
 
 
 def resume_settings(run_dir: str | Path) -> dict[str, Any]:

@@ -39,6 +39,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -61,7 +64,8 @@ def write_metrics_csv(path: Path, history: Sequence[EvalRecord]) -> None:
 
 
 def plot_curves(
-    path: Path, epoch_losses: Sequence[float], epoch_accuracies: Sequence[float], history: Sequence[EvalRecord]
+    path: Path, epoch_losses: Sequence[float], epoch_accuracies: Sequence[float], history: Sequence[EvalRecord],
+    *, title: str | None = None,
 ) -> None:
     """Draw training accuracy (blue), loss (red) per epoch and validation accuracy (orange) to a PNG.
 
@@ -73,6 +77,8 @@ def plot_curves(
         Per-epoch training batch loss and accuracy.
     history : Sequence[EvalRecord]
         Validations.
+    title : str, optional
+        Prefix of the figure title (e.g. the dataset); the best validation is appended.
     """
     import matplotlib
 
@@ -89,6 +95,8 @@ def plot_curves(
                 marker="o", linewidth=1.5, label="5-way one-shot validation accuracy")
         best = max(history, key=lambda r: r.val_accuracy)
         ax.axvline(best.epoch, color="tab:orange", linestyle=":", linewidth=1)
+        ax.set_title(f"{title + ': ' if title else ''}best validation accuracy {best.val_accuracy:.3f} "
+                     f"at epoch {best.epoch}", fontsize="medium")
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy / loss")
     ax.set_ylim(bottom=0)

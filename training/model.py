@@ -70,9 +70,19 @@ class SiameseNet(nn.Module):
         self.encoder = Encoder(config, input_shape)
         self.head = nn.Linear(config.fc_units, 1)
         _glorot(self.head)
+        # Input standardisation (config.input_norm == "standardize"); saved with the weights.
+        self.register_buffer("input_mean", torch.zeros(()))
+        self.register_buffer("input_std", torch.ones(()))
+
+    def set_input_stats(self, mean: float, std: float) -> None:
+        """Set the standardisation used when ``config.input_norm == "standardize"``."""
+        self.input_mean.fill_(float(mean))
+        self.input_std.fill_(float(std) if std > 0 else 1.0)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """[shape=(B, n_mels, n_frames)] -> [shape=(B, fc_units)]."""
+        if self.config.input_norm == "standardize":
+            x = (x - self.input_mean) / self.input_std
         return self.encoder(x)
 
     def merge(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

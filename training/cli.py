@@ -1,0 +1,138 @@
+"""``siamese-audio train``: argument parsing only; the work is in :func:`training.loop.fit`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from manifests.errors import SiameseAudioError, TrainingError
+from training.config import (
+    PRESETS, ModelConfig, TrainConfig, load_config, model_config_from_dict, preset, train_config_from_dict,
+)
+
+if TYPE_CHECKING:
+    from training.loop import TrainResult
+
+# torch-importing modules (training.data, training.loop) are imported inside the
+# functions: every other subcommand of the console script starts without torch.
+
+#: Command-line overrides of TrainConfig fields (flag dest -> field).
+OVERRIDES = ("max_epochs", "eval_every", "eval_tasks", "patience", "seed")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``train`` subcommand."""
+    p = subparsers.add_parser(
+        "train", help="train a Siamese network on a sealed feature version (Algorithms 1-2)",
+        description="Train on the training classes of a split, validate on one-shot tasks of its "
+                    "validation classes, keep the best weights in RUN_DIR/best.pt.",
+    )
+    p.add_argument("--features", type=Path, help="sealed feature version directory (STORE/{dataset}/{version_id})")
+    p.add_argument("--split", type=Path, help="split manifest (Parquet) of the same dataset")
+    p.add_argument("--out", type=Path, help="run directory (checkpoints, metrics.csv, curves.png)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="model and training preset (default report-audiomnist, or the config file's)")
+    p.add_argument("--config", type=Path, help="TOML file overriding preset fields ([model], [train])")
+    p.add_argument("--max-epochs", type=int, help="epochs at most (report: 5000)")
+    p.add_argument("--eval-every", type=int, help="epochs between validations (report: 100)")
+    p.add_argument("--eval-tasks", type=int, help="one-shot tasks per validation (report: 300)")
+    p.add_argument("--patience", type=int, help="validations without improvement before stopping (report: 10)")
+    p.add_argument("--seed", type=int, help="seed of the weights, the pair sampler and the validation tasks")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (bf16 autocast on CUDA)")
+    p.add_argument("--resident", action="store_true",
+                   help="load the training split once into device memory instead of reading each batch")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR (default --out) from its last checkpoint, "
+                        "with the checkpoint's settings")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--json", action="store_true", help="print one JSON line with the result on stdout")
+    p.set_defaults(func=run_train)
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    """Preset, then the TOML file, then the command-line overrides."""
+    if args.config is not None:
+        model, train = load_config(args.config, preset_name=args.preset)
+    else:
+        model, train = preset(args.preset or "report-audiomnist")
+    overrides = {name: getattr(args, name) for name in OVERRIDES if getattr(args, name) is not None}
+    return model, dataclasses.replace(train, **overrides)
+
+
+def _resume_args(args: argparse.Namespace) -> tuple[Path, dict]:
+    run_dir = args.out if args.resume is True else Path(args.resume)
+    if run_dir is None:
+        raise TrainingError("--resume needs a run directory: --resume RUN_DIR, or --resume with --out RUN_DIR.")
+    if args.out is not None and args.resume is not True and Path(args.out) != run_dir:
+        raise TrainingError(f"--resume {run_dir} and --out {args.out} name different run directories.")
+    changed = [f"--{name.replace('_', '-')}" for name in ("preset", "config", *OVERRIDES)
+               if getattr(args, name) is not None]
+    if changed:
+        raise TrainingError(
+            f"--resume continues {run_dir} with its checkpoint's settings; expected no {', '.join(changed)}. "
+            "Start a new run directory to change them."
+        )
+    from training.loop import resume_settings
+
+    return run_dir, resume_settings(run_dir)
+
+
+def train_from_args(args: argparse.Namespace) -> TrainResult:
+    from training.data import open_training_inputs
+    from training.loop import fit, run_data_from_inputs
+
+    """Open the inputs, build the configs and run :func:`training.loop.fit`."""
+    if args.resume is not None:
+        run_dir, saved = _resume_args(args)
+        model = model_config_from_dict(saved["model_config"])
+        train = train_config_from_dict(saved["train_config"])
+        features = args.features or saved["features_path"]
+        split = args.split or saved["split_path"]
+        inputs = open_training_inputs(features, split, expect_version_id=saved["feature_version_id"],
+                                      expect_split_id=saved["split_id"])
+    else:
+        missing = [f"--{name}" for name in ("features", "split", "out") if getattr(args, name) is None]
+        if missing:
+            raise TrainingError(f"train: expected {', '.join(missing)} (or --resume RUN_DIR).")
+        run_dir = args.out
+        model, train = configs_from_args(args)
+        inputs = open_training_inputs(args.features, args.split)
+    return fit(run_data_from_inputs(inputs), model, train, run_dir, device=args.device, resident=args.resident,
+               resume=args.resume is not None, progress=not args.no_progress)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Entry point of ``siamese-audio train``; returns the exit code."""
+    try:
+        result = train_from_args(args)
+    except SiameseAudioError as exc:
+        print(f"siamese-audio train: error: {exc}", file=sys.stderr)
+        return 2
+    summary = {
+        "best_checkpoint": str(result.best_checkpoint), "best_val_accuracy": result.best_val_accuracy,
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped": result.stopped,
+        "run_dir": str(result.run_dir), "last_checkpoint": str(result.run_dir / "last.pt"),
+        "metrics": str(result.run_dir / "metrics.csv"), "curves": str(result.run_dir / "curves.png"),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"best validation accuracy {result.best_val_accuracy:.3f} at epoch {result.best_epoch} "
+              f"({result.epochs_run} epochs, stopped by {result.stopped}); best weights: {result.best_checkpoint}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``train`` alone (``python -m training.cli ...``), before the console script exists."""
+    parser = argparse.ArgumentParser(prog="siamese-audio")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
