@@ -1,0 +1,138 @@
+"""``siamese-audio evaluate``: parse the command line and call the evaluation library.
+
+::
+
+    siamese-audio evaluate CHECKPOINT --features VERSION_PATH --split SPLIT.parquet [--split ...]
+        [--regenerate K [--test-classes N]] [--subset test|validation] [--ways C] [--runs N] [--seed N]
+        [--batch-size B] [--out REPORT_DIR] [--device auto] [--allow-overlap] [--allow-feature-mismatch]
+        [--no-curve] [--no-baseline] [--json]
+
+Only this module touches :mod:`training` (to load the checkpoint as an embedder),
+and only inside :func:`run_evaluate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from manifests.errors import EvaluationError
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``evaluate`` subcommand."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="C-way one-shot evaluation of a checkpoint (accuracy, per class, confusion, C-curve, baseline)",
+        description=(
+            "Evaluate a checkpoint with C-way one-shot tasks on the test (or validation) classes of one or "
+            "several splits, on any feature version of its dataset. Writes report.json, report.md, CSVs and "
+            "PNGs to --out. Refuses evaluating classes the checkpoint trained on, and feature versions "
+            "computed with other settings, unless allowed."
+        ),
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="best.pt / last.pt, or a run directory (its best.pt)")
+    p.add_argument("--features", required=True, metavar="VERSION_PATH", help="sealed feature version directory")
+    p.add_argument("--split", action="append", default=[], metavar="SPLIT.parquet",
+                   help="split manifest to evaluate (repeat for several)")
+    p.add_argument("--regenerate", type=int, default=None, metavar="K",
+                   help="also draw K random splits (seeds SEED..SEED+K-1) whose test classes avoid the "
+                        "checkpoint's training classes; they are evaluated on their test classes")
+    p.add_argument("--test-classes", type=int, default=5, metavar="N",
+                   help="test classes of each regenerated split (default 5, as the report)")
+    p.add_argument("--subset", choices=("test", "validation"), default="test",
+                   help="classes of the --split files to evaluate (default test)")
+    p.add_argument("--ways", type=int, default=5, metavar="C", help="C of the C-way tasks (default 5)")
+    p.add_argument("--runs", type=int, default=60, metavar="N", help="tasks per evaluating class (default 60)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the tasks and regenerated splits")
+    p.add_argument("--batch-size", type=int, default=64, metavar="B", help="clips per embedding batch")
+    p.add_argument("--out", default=None, metavar="REPORT_DIR",
+                   help="report directory (default: 'evaluation' next to the checkpoint)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="evaluate even when evaluating classes were training classes (not one-shot)")
+    p.add_argument("--allow-feature-mismatch", action="store_true",
+                   help="evaluate on a feature version whose feature config differs from the checkpoint's")
+    p.add_argument("--no-curve", action="store_true", help="skip accuracy for C = 2 .. number of classes")
+    p.add_argument("--no-baseline", action="store_true", help="skip the no-learning baseline")
+    p.add_argument("--json", action="store_true", help="print one JSON line on stdout")
+    p.set_defaults(func=run_evaluate)
+
+
+def default_out_dir(checkpoint: str) -> Path:
+    """``<run dir>/evaluation`` for a checkpoint file or a run directory."""
+    path = Path(checkpoint)
+    return (path if path.is_dir() else path.parent) / "evaluation"
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Load, check, evaluate, write the report, print the summary. Returns the exit code."""
+    from features.store import open_version
+    from manifests.splits import read_split
+    from training.checkpoint import load_embedder  # the only import of training in evaluation
+
+    from evaluation.reevaluate import SplitSource, evaluate_checkpoint, regenerate_splits
+    from evaluation.report import write_report
+    from evaluation.suite import EvaluationSettings
+
+    if not args.split and args.regenerate is None:
+        raise EvaluationError("Expected at least one --split FILE or --regenerate K. Got neither.")
+    if args.regenerate is not None and args.subset != "test":
+        raise EvaluationError("Regenerated splits are evaluated on their test classes; use --subset test "
+                              f"with --regenerate (got --subset {args.subset}).")
+    settings = EvaluationSettings(ways=args.ways, runs=args.runs, seed=args.seed, batch_size=args.batch_size,
+                                  curve=not args.no_curve, baseline=not args.no_baseline)
+    version = open_version(args.features)
+    sources = [SplitSource(split=read_split(p), path=str(p)) for p in args.split]
+    _log(f"loading {args.checkpoint} (device {args.device})")
+    embedder, meta = load_embedder(args.checkpoint, args.device)
+    notes: list[str] = []
+    if args.regenerate is not None:
+        drawn, notes = regenerate_splits(version, meta.get("training_classes", []), k=args.regenerate,
+                                         seed=args.seed, n_classes=args.test_classes,
+                                         allow_overlap=args.allow_overlap)
+        sources += drawn
+    _log(f"evaluating {len(sources)} split(s): {settings.ways}-way, {settings.runs} tasks per class")
+    report = evaluate_checkpoint(
+        embedder, meta, version, sources, settings, checkpoint=str(args.checkpoint), subset=args.subset,
+        allow_overlap=args.allow_overlap, allow_feature_mismatch=args.allow_feature_mismatch, notes=notes,
+    )
+    out_dir = Path(args.out) if args.out else default_out_dir(args.checkpoint)
+    write_report(report, out_dir)
+    for note in report.notes:
+        _log(f"note: {note}")
+    summary: dict[str, Any] = {
+        **report.pooled(),
+        "split_ids": report.context["split_ids"],
+        "distribution": {k: v.to_dict() for k, v in report.distribution().items()},
+        "ways": settings.ways, "runs": settings.runs, "seed": settings.seed,
+        "feature_version_id": version.version_id, "checkpoint": str(args.checkpoint),
+        "report_dir": str(out_dir), "notes": list(report.notes),
+    }
+    if args.json:
+        print(json.dumps(summary, sort_keys=True, default=str))
+    else:
+        print(_text(summary))
+    return 0
+
+
+def _text(s: dict[str, Any]) -> str:
+    low, high = s["ci95"]
+    lines = [f"{s['ways']}-way one-shot accuracy: {s['accuracy']:.3f} "
+             f"(95% Wilson CI {low:.3f}-{high:.3f}, {s['n_tasks']} tasks)"]
+    if s["baseline_accuracy"] is not None:
+        lines.append(f"baseline (cosine of raw log-mels): {s['baseline_accuracy']:.3f}")
+    dist = s["distribution"]["accuracy"]
+    if dist["n"] > 1:
+        lines.append(f"over {dist['n']} splits: mean {dist['mean']:.3f}, sd {dist['sd']:.3f}, "
+                     f"min {dist['min']:.3f}, max {dist['max']:.3f}")
+    lines += [f"  {c}: {a:.3f}" for c, a in s["per_class"].items()]
+    lines.append(f"report: {s['report_dir']}")
+    return "\n".join(lines)
