@@ -18,7 +18,9 @@ from typing import Any, Sequence
 from manifests.errors import SiameseAudioError
 
 # Stage modules that register their own subcommands with add_parser(subparsers).
-STAGE_CLIS = ("pipeline.build_cli", "manifests.cli", "training.cli", "evaluation.cli", "pipeline.demo")
+STAGE_CLIS = (
+    "pipeline.build_cli", "manifests.cli", "manifests.download_cli", "training.cli", "evaluation.cli", "pipeline.demo",
+)
 
 
 def emit(payload: dict[str, Any], as_json: bool, text: str) -> None:

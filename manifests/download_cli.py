@@ -1,0 +1,28 @@
+"""Subcommand ``download``: fetch a dataset's release archive and extract the release layout."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="fetch a dataset's release archive, verify it, extract the release layout")
+    p.add_argument("dataset", choices=["audiomnist", "esc50"])
+    p.add_argument("--to", type=Path, required=True, help="folder to download and extract into")
+    p.add_argument("--url", default=None, help="archive URL (default: the dataset's public repository snapshot)")
+    p.add_argument("--sha256", default=None, help="expected SHA-256 of the archive (refuse it otherwise)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_download)
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from manifests.download import download
+    from pipeline.cli import emit
+
+    result = download(args.dataset, args.to, url=args.url, sha256=args.sha256, progress=not args.no_progress)
+    text = "\n".join([*result.actions, f"dataset root: {result.root}",
+                      f"next: siamese-audio build {args.dataset} {result.root} --store STORE_ROOT"])
+    emit(result.to_json(), args.json, text)
+    return 0

@@ -1,0 +1,24 @@
+"""The end-to-end demo on generated audio, shortened (10 epochs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage_and_reports_accuracy_with_ci(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--max-epochs", "10", "--workers", "1", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    s = json.loads(out[0])
+    assert s["n_tasks"] == 500 and 0.0 <= s["ci95"][0] <= s["accuracy"] <= s["ci95"][1] <= 1.0
+    assert s["epochs_run"] == 10 and Path(s["checkpoint"]).is_file()
+    assert Path(s["report"]).is_file() and Path(s["store"]).is_dir()
+    names = {Path(f).name for f in s["figures"]}
+    assert names == {"logmel_examples.png", "accuracy_vs_ways.png", "confusion.png", "curves.png"}
+    assert all(Path(f).stat().st_size > 10_000 for f in s["figures"])
