@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 # Modules whose source determines the stored bytes: editing one makes a new version.
-_CODE_FILES = ("transform.py", "audio.py", "store.py", "config.py")
+_CODE_FILES = ("transform.py", "mel.py", "audio.py", "store.py", "config.py")
 _LIBRARIES = ("numpy", "scipy", "librosa", "soundfile", "zarr", "numcodecs", "pyarrow")
 
 

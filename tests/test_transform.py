@@ -89,3 +89,33 @@ def test_invalid_feature_config_is_rejected_with_reason():
         FeatureConfig(name="x", sample_rate=16000, n_samples=16000, n_fft=64, hop_length=16, n_mels=40)
     with pytest.raises(FeatureConfigError, match="preset among"):
         preset("speechcommands")
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_mel_filter_bank_is_librosas(name):
+    from features.mel import slaney_mel
+
+    cfg = preset(name)
+    ours = slaney_mel(sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
+    ref = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, dtype=np.float32)
+    np.testing.assert_array_equal(ours, ref)
+
+
+@pytest.mark.parametrize("n,orig,target", [(40_000, 48_000, 44_100), (39_989, 48_000, 44_100),
+                                           (12_345, 22_050, 44_100), (1_001, 44_100, 16_000)])
+def test_resample_is_scipy_signal_resample(n, orig, target):
+    import math
+
+    import scipy.signal
+
+    y = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    ref = scipy.signal.resample(y, int(math.ceil(n * target / orig))).astype(np.float32)
+    np.testing.assert_array_equal(resample(y, orig_sr=orig, target_sr=target), ref)
+
+
+def test_hann_window_is_scipys():
+    import scipy.signal
+
+    from features.transform import hann_window
+
+    np.testing.assert_allclose(hann_window(4096), scipy.signal.get_window("hann", 4096, fftbins=True), atol=1e-7)
