@@ -52,7 +52,7 @@ def measure(data: np.ndarray, codec: str, tmp: Path, reads: int = 300) -> tuple[
     store.create_version(path, n_clips=n, config=cfg, layout=layout, attributes={}, plan={})
     t0 = time.perf_counter()
     for i, s in enumerate(range(0, n, 32)):
-        store.write_shard(path, i, data[s : s + 32], 32)
+        store.write_shard(path, i, data[s : s + 32], 32, codec)
     write_s = time.perf_counter() - t0
     size = sum(p.stat().st_size for p in (path / store.ARRAY).rglob("*") if p.is_file())
     arr = zarr.open_array(store=LocalStore(path, read_only=True), path=store.ARRAY, mode="r")

@@ -83,7 +83,8 @@ def make_synthetic_version(
                          attributes=attrs, plan={"version_id": version_id, "synthetic": True})
     checksums = {}
     for i, start in enumerate(range(0, len(records), clips_per_shard)):
-        checksums[i] = store.write_shard(path, i, block[start : start + clips_per_shard], clips_per_shard)
+        checksums[i] = store.write_shard(path, i, block[start : start + clips_per_shard], clips_per_shard,
+                                        layout.codec)
     catalog.write_catalog(path / store.CATALOG, records, {})
     store.seal(path, version_id=version_id, shard_checksums=checksums)
     return path

@@ -169,28 +169,62 @@ def create_version(
         # Another process created it first: it holds the same plan (same version id).
 
 
+def remove_leftovers(version_path: Path) -> list[str]:
+    """Delete what writers killed mid-write leave behind; return the paths removed.
+
+    zarr's ``*.partial`` files and :func:`atomic_write_bytes`'s ``.NAME.tmp-PID``
+    files inside the version, and ``.VERSION.creating-PID`` directories beside it.
+    Call it only while holding the version's build lock and with no task of this
+    build running: a live writer's temporary file would be removed under it.
+    """
+    version_path = Path(version_path)
+    removed = []
+    for tmp in sorted(version_path.parent.glob(f".{version_path.name}.creating-*")):
+        _remove_tree(tmp)
+        removed.append(str(tmp))
+    if version_path.is_dir():
+        for root, _dirs, names in os.walk(version_path):
+            for name in names:
+                if name.endswith(".partial") or (name.startswith(".") and ".tmp-" in name):
+                    (Path(root) / name).unlink(missing_ok=True)
+                    removed.append(str(Path(root) / name))
+    return removed
+
+
 def _remove_tree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
 
 
-def write_shard(version_path: Path, shard_index: int, block: np.ndarray, clips_per_shard: int) -> str:
-    """Write one whole shard and return the SHA-256 of its file ("" when all-NaN).
+def write_shard(version_path: Path, shard_index: int, block: np.ndarray, clips_per_shard: int,
+                codec: str) -> str:
+    """Write one whole shard atomically and return the SHA-256 of its bytes ("" when all-NaN).
+
+    The shard's bytes are encoded in memory (:func:`features.shard.encode_shard`,
+    identical to zarr's) and written through a temporary file and a rename, so a
+    reader or a killed writer never sees half a shard, and writing the same
+    block twice leaves the same file.
 
     Parameters
     ----------
     block : np.ndarray [shape=(k, n_mels, n_frames), dtype=float32]
         ``k`` = clips_per_shard, or fewer for the last shard.
+    codec : str
+        The layout's codec (one of :data:`CODECS`).
     """
-    import zarr
-    from zarr.storage import LocalStore
+    from features.shard import encode_shard
 
-    arr = zarr.open_array(store=LocalStore(version_path), path=ARRAY, mode="r+")
-    start = shard_index * clips_per_shard
-    arr[start : start + block.shape[0]] = block
+    data = encode_shard(block, chunks_per_shard=clips_per_shard, codec=codec)
     path = shard_path(version_path, shard_index)
-    return file_sha256(path) if path.exists() else ""
+    if data is None:
+        path.unlink(missing_ok=True)
+        return ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()
 
 
 def marker_path(version_path: Path, batch_index: int) -> Path:

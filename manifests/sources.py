@@ -72,8 +72,8 @@ def is_hidden(name: str) -> bool:
 
 
 def content_hash(path: str | os.PathLike[str]) -> str:
-    """BLAKE2b-128 of a file's bytes, hex (what the version fingerprint uses)."""
-    h = hashlib.blake2b(digest_size=16)
+    """SHA-256 of a file's bytes, hex (what the version fingerprint uses)."""
+    h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)

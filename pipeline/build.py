@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
+import urllib.parse
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,16 +19,23 @@ from features.fingerprint import version_id as fingerprint
 from manifests.datasets import scan_dataset
 from manifests.errors import AudioDecodeError, DatasetLayoutError, StoreError
 from manifests.sources import DatasetScan, content_hash
+from pipeline import lock
 from pipeline.tasks import BatchSpec, ClipTask, check_batch, warm_worker, write_batch
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Inputs of one feature build (the CLI fills it; nothing else is read)."""
+    """Inputs of one feature build (the CLI fills it; nothing else is read).
+
+    ``source_dir`` and ``store_root`` are paths, or ``file://`` URLs, that the
+    client and every Dask worker see alike. ``lock_wait_s``: how long to wait
+    when another build holds this version's lock (0: stop at once with a
+    :class:`StoreError` naming the lock and its holder).
+    """
 
     dataset: str
-    source_dir: Path
-    store_root: Path
+    source_dir: Path | str
+    store_root: Path | str
     seed: int = 0
     crop_long: bool = False
     strict: bool = False
@@ -34,6 +44,7 @@ class BuildConfig:
     layout: store.StoreLayout = field(default_factory=store.StoreLayout)
     feature_config: FeatureConfig | None = None  # default: the dataset's preset
     progress: bool = True
+    lock_wait_s: float = 0.0
 
 
 @dataclass
@@ -78,6 +89,41 @@ def _hash_sources(scan: DatasetScan) -> tuple[list[str], list[tuple[int, str]]]:
     return hashes, unreadable
 
 
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(/.*)$")
+
+
+def local_path(value: str | os.PathLike[str], *, what: str = "store root") -> Path:
+    """A local (or shared-filesystem) path from a path or a ``file://`` URL.
+
+    Accepts ``file:///abs/path``, ``file://localhost/abs/path`` and ``file:/abs/path``
+    (what :class:`pathlib.Path` makes of ``file:///abs/path``).
+
+    Raises
+    ------
+    StoreError
+        Another URL scheme (``s3://``, ``gs://`` ...) or a ``file://`` URL naming another host.
+    """
+    text = os.fspath(value)
+    match = _URL.match(text)
+    if not match:
+        return Path(text)
+    scheme, rest = match.group(1).lower(), match.group(2)
+    if scheme != "file":
+        raise StoreError(
+            f"Expected the {what} to be a path or a file:// URL that every worker sees. Got {text!r}: "
+            f"{scheme}:// stores are not supported (the store writes shards through zarr's LocalStore); "
+            "mount the bucket as a shared filesystem instead."
+        )
+    if rest.startswith("//"):
+        host, _, tail = rest[2:].partition("/")
+        if host not in ("", "localhost"):
+            raise StoreError(
+                f"Expected a file:// URL without a host (file:///path). Got {text!r}, on host {host!r}."
+            )
+        rest = "/" + tail
+    return Path(urllib.parse.unquote(rest))
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -112,7 +158,8 @@ def _warm_workers(client, config: FeatureConfig) -> list:
 
 
 def _build_with(client, cfg: BuildConfig, config: FeatureConfig) -> BuildResult:
-    source_dir = Path(cfg.source_dir).resolve()
+    source_dir = local_path(cfg.source_dir, what="source directory").resolve()
+    store_root = local_path(cfg.store_root, what="store root").resolve()
     scan = scan_dataset(cfg.dataset, source_dir)
     hashes, unreadable = _hash_sources(scan)
     bad = {i for i, _ in unreadable}
@@ -136,11 +183,31 @@ def _build_with(client, cfg: BuildConfig, config: FeatureConfig) -> BuildResult:
         feature_config=config.to_dict(), layout=cfg.layout.to_dict(), seed=cfg.seed,
         crop_long=cfg.crop_long,
     )
-    path = Path(cfg.store_root).resolve() / cfg.dataset / vid
+    path = store_root / cfg.dataset / vid
     if store.is_sealed(path):
         _log(f"Feature version {vid} is already built and sealed at {path}: nothing to do.")
         return _result_from_catalog(vid, path, already_sealed=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{path.parent}: expected a writable store directory. Cannot create it ({exc}).") from exc
+    from pipeline.cluster import check_workers
 
+    check_workers(client, source_file=source_dir / clips[0][0].source_path, store_dir=path.parent)
+    with lock.acquire(lock.lock_path(path), wait_s=cfg.lock_wait_s,
+                      what=f"Feature version {vid} ({path})") as held:
+        if held.took_over is not None:
+            _log(f"Took over the lock {held.path} of a build that is gone: {held.took_over.describe()}.")
+        if store.is_sealed(path):
+            _log(f"Feature version {vid} was built and sealed at {path} meanwhile: nothing to do.")
+            return _result_from_catalog(vid, path, already_sealed=True)
+        store.remove_leftovers(path)
+        return _write_version(client, cfg, config, scan, clips, layout_rejects, vid, inputs, path, source_dir)
+
+
+def _write_version(client, cfg: BuildConfig, config: FeatureConfig, scan: DatasetScan, clips, layout_rejects,
+                   vid: str, inputs: dict, path: Path, source_dir: Path) -> BuildResult:
+    """Create or resume the version at ``path``, run the batches, seal it (lock held)."""
     per_shard = cfg.layout.clips_per_shard
     tasks = [ClipTask(row, c.clip_id, str(source_dir / c.source_path)) for row, (c, _) in enumerate(clips)]
     batches = [tuple(tasks[s : s + per_shard]) for s in range(0, len(tasks), per_shard)]
@@ -148,7 +215,6 @@ def _build_with(client, cfg: BuildConfig, config: FeatureConfig) -> BuildResult:
     if cfg.strict:
         _strict_check(client, batches, config, cfg, layout_rejects)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         plan = {
             "version_id": vid, "dataset": cfg.dataset, "n_clips": len(clips),
             "clips_per_shard": per_shard,
@@ -165,7 +231,8 @@ def _build_with(client, cfg: BuildConfig, config: FeatureConfig) -> BuildResult:
     todo = [i for i in range(len(batches)) if i not in done]
     if done:
         _log(f"Resuming feature version {vid}: {len(done)} of {len(batches)} batches already written.")
-    specs = [BatchSpec(str(path), i, batches[i], config, cfg.seed, cfg.crop_long, per_shard) for i in todo]
+    specs = [BatchSpec(str(path), i, batches[i], config, cfg.seed, cfg.crop_long, per_shard, cfg.layout.codec)
+             for i in todo]
     timing = _run_batches(client, specs, progress=cfg.progress)
 
     result = _seal(path, vid, scan, clips, layout_rejects, len(batches))
@@ -255,6 +322,7 @@ def _seal(path: Path, vid: str, scan: DatasetScan, clips, layout_rejects, n_batc
             f"{scan.root}: every clip was rejected, so no feature version was kept. First reasons:\n  "
             + "\n  ".join(r["reason"] for r in records[:10])
         )
+    store.remove_leftovers(path)  # temporaries of tasks killed mid-write (a worker died)
     catalog.write_catalog(path / store.CATALOG, records, scan.column_types)
     store.seal(path, version_id=vid, shard_checksums=checksums)
     result = _result_from_catalog(vid, path, already_sealed=False)

@@ -63,6 +63,7 @@ class BatchSpec:
     seed: int
     crop_long: bool
     clips_per_shard: int
+    codec: str
 
 
 def _too_long(n: int, config: FeatureConfig) -> str:
@@ -157,7 +158,7 @@ def write_batch(spec: BatchSpec) -> dict:
         if y is not None:
             block[clip.row - first_row] = extract(y)
         infos.append(info)
-    digest = store.write_shard(spec.version_path, spec.batch_index, block, spec.clips_per_shard)
+    digest = store.write_shard(spec.version_path, spec.batch_index, block, spec.clips_per_shard, spec.codec)
     result = {"batch": spec.batch_index, "shard_sha256": digest, "clips": infos}
     store.write_marker(spec.version_path, spec.batch_index, result)
     # Timings go back to the client only, never into the marker (store bytes stay deterministic).

@@ -119,3 +119,15 @@ def test_hann_window_is_scipys():
     from features.transform import hann_window
 
     np.testing.assert_allclose(hann_window(4096), scipy.signal.get_window("hann", 4096, fftbins=True), atol=1e-7)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_pcm16_decoding_equals_libsndfile_floats(tmp_path, channels):
+    import soundfile as sf
+
+    from features.audio import decode
+
+    y = np.random.default_rng(0).uniform(-1, 1, (5000, channels)).astype(np.float32)
+    sf.write(tmp_path / "a.wav", y, 44_100, subtype="PCM_16")
+    ref, _ = sf.read(tmp_path / "a.wav", dtype="float32", always_2d=False)
+    np.testing.assert_array_equal(decode(tmp_path / "a.wav").samples, to_mono(ref))
