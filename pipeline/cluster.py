@@ -1,11 +1,22 @@
-"""Where the Dask graph runs: a local cluster by default, or an existing scheduler."""
+"""Where the Dask graph runs: a local cluster by default, or an existing scheduler.
+
+On an existing cluster (``dask scheduler`` / ``dask worker`` started by hand,
+dask-jobqueue, Kubernetes) the workers read the source files and write the
+store themselves, so :func:`check_workers` first asks each of them whether it
+sees both at the client's paths, and settles each worker's threads and zarr
+concurrency (workers started by hand have none of the local cluster's settings).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-from typing import Iterator
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from manifests.errors import DatasetLayoutError, SiameseAudioError, StoreError
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -26,13 +37,14 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None) -> 
         Worker processes of the local cluster (default: one per core), each
         with one thread.
     scheduler : str, optional
-        Address of an existing scheduler, e.g. ``tcp://10.0.0.5:8786``.
+        Address of an existing scheduler, e.g. ``tcp://10.0.0.5:8786``, or the
+        path of the JSON file that ``dask scheduler --scheduler-file`` wrote.
     """
     import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
-        with Client(scheduler, timeout="30s") as client:
+        with _connect(scheduler) as client:
             yield client
         return
     n = workers or os.cpu_count() or 1
@@ -45,3 +57,102 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None) -> 
             silence_logs=logging.ERROR,
         ) as cluster, Client(cluster) as client:
             yield client
+
+
+def _connect(scheduler: str):
+    """A client of the scheduler at ``scheduler`` (an address or a scheduler file)."""
+    from distributed import Client
+
+    is_file = "://" not in scheduler and Path(scheduler).is_file()
+    try:
+        if is_file:
+            return Client(scheduler_file=scheduler, timeout="30s")
+        return Client(scheduler, timeout="30s")
+    except (OSError, ValueError) as exc:
+        kind = "the scheduler named in the file" if is_file else "a Dask scheduler at"
+        raise SiameseAudioError(
+            f"Expected {kind} {scheduler} to answer within 30 s. It did not ({type(exc).__name__}: {exc}). "
+            "Start one with `dask scheduler` and pass its address (tcp://HOST:PORT) or its --scheduler-file."
+        ) from exc
+
+
+def prepare_worker(source_file: str, store_dir: str) -> dict[str, Any]:
+    """Run on every worker before a build: settle threads and zarr, check the two paths.
+
+    Parameters
+    ----------
+    source_file : str
+        One source clip, as the client sees it: the worker must be able to read it.
+    store_dir : str
+        The directory that will hold the version (``STORE/DATASET``): the worker
+        must be able to create files in it.
+
+    Returns
+    -------
+    dict
+        ``pid``, ``threads`` (BLAS/OpenMP pool sizes after limiting them to 1),
+        ``zarr`` (its concurrency settings) and ``problems`` (one sentence per path
+        the worker cannot use; empty when both are fine).
+    """
+    import zarr
+
+    from features import store
+    from pipeline.tasks import tune_malloc
+
+    for var in THREAD_VARS:
+        os.environ.setdefault(var, "1")  # for libraries loaded later in this process
+    threads: list[int] = []
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        threadpool_limits(1)  # libraries already loaded ignore the environment
+        threads = [int(p.get("num_threads", 0)) for p in threadpool_info()]
+    except ImportError:
+        pass
+    tune_malloc()
+    store.configure_zarr_for_workers()
+    problems = []
+    try:
+        with open(source_file, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        problems.append(f"cannot read the source file {source_file} ({exc.strerror or exc})")
+    probe = Path(store_dir) / f".probe-{os.uname().nodename}-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        problems.append(f"cannot create files in the store directory {store_dir} ({exc.strerror or exc})")
+    return {"pid": os.getpid(), "threads": threads, "problems": problems,
+            "zarr": {k: zarr.config.get(k) for k in ("async.concurrency", "threading.max_workers")}}
+
+
+def check_workers(client, *, source_file: Path, store_dir: Path) -> dict[str, dict[str, Any]]:
+    """Run :func:`prepare_worker` on every worker; fail fast when one cannot see a path.
+
+    Waits for a first worker when the cluster has none yet (workers of a batch
+    system may still be queued).
+
+    Raises
+    ------
+    DatasetLayoutError
+        A worker cannot read the source files at the client's path.
+    StoreError
+        A worker cannot write into the store directory.
+    """
+    if not client.scheduler_info().get("workers"):
+        print(f"Waiting for a first Dask worker to join {client.scheduler.address} ...",
+              file=sys.stderr, flush=True)
+        client.wait_for_workers(1)
+    reports = client.run(prepare_worker, str(source_file), str(store_dir))
+    bad = {addr: r["problems"] for addr, r in sorted(reports.items()) if r["problems"]}
+    if bad:
+        lines = [f"worker {addr}: {p}" for addr, problems in bad.items() for p in problems]
+        cls = DatasetLayoutError if any("source file" in line for line in lines) else StoreError
+        raise cls(
+            f"Expected every Dask worker to read the dataset and write the store at the client's paths "
+            f"(e.g. {source_file} and {store_dir}). {len(bad)} of {len(reports)} "
+            "worker(s) do not:\n  " + "\n  ".join(lines)
+            + "\nMount the same shared filesystem at the same path on the client and every worker."
+        )
+    return reports
