@@ -5,8 +5,8 @@ memoised per configuration, never rebuilt per clip). The log-mel equals
 ``librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft,
 hop_length=hop, n_mels=n_mels), ref=1.0)`` to within a few thousandths of a dB;
 it is faster because it windows frames straight from a strided view into one
-float32 buffer, builds the filter bank once and multiplies by it as a sparse
-matrix (its rows are >99% zeros).
+reused float32 buffer, builds the filter bank once, and multiplies only the
+bins each group of mel bands covers (the bank is >99% zeros).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 import scipy.fft
-import scipy.sparse
 
 from features.config import FeatureConfig
 
@@ -109,17 +108,54 @@ def pad_to(y: np.ndarray, *, target: int, offset: int) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=8)
-def mel_basis(*, sample_rate: int, n_fft: int, n_mels: int) -> scipy.sparse.csr_matrix:
-    """librosa's Slaney mel filter bank as a sparse matrix.
+class MelProjection:
+    """Multiply frame power spectra by the mel filter bank, band by band.
 
-    Returns
-    -------
-    scipy.sparse.csr_matrix [shape=(n_mels, 1 + n_fft // 2), dtype=float32]
+    Slaney filters are triangles over a few neighbouring FFT bins, so the bank
+    is >99% zeros. It is cut into groups of ``group`` consecutive filters, each
+    kept as a small dense block over the bins the group covers; each block is
+    one BLAS product on a view of the power spectra, with no copy. Measured
+    here: 0.18 ms a clip against 0.54 ms for a sparse-matrix product (which
+    must first transpose the spectra) and 1.4-2.3 ms dense.
+
+    Parameters
+    ----------
+    basis : np.ndarray [shape=(n_mels, n_bins), dtype=float32]
     """
+
+    def __init__(self, basis: np.ndarray, group: int = 8) -> None:
+        self.n_mels, self.n_bins = basis.shape
+        self._blocks = []
+        for start in range(0, self.n_mels, group):
+            stop = min(self.n_mels, start + group)
+            used = np.flatnonzero(basis[start:stop].any(axis=0))
+            if used.size:
+                lo, hi = int(used[0]), int(used[-1]) + 1
+                self._blocks.append((start, stop, lo, hi, np.ascontiguousarray(basis[start:stop, lo:hi].T)))
+
+    def __call__(self, power: np.ndarray) -> np.ndarray:
+        """Mel power of frame spectra.
+
+        Parameters
+        ----------
+        power : np.ndarray [shape=(n_frames, n_bins), dtype=float32]
+
+        Returns
+        -------
+        np.ndarray [shape=(n_mels, n_frames), dtype=float32]
+        """
+        out = np.zeros((power.shape[0], self.n_mels), dtype=np.float32)
+        for start, stop, lo, hi, block in self._blocks:
+            np.matmul(power[:, lo:hi], block, out=out[:, start:stop])
+        return np.ascontiguousarray(out.T)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_basis(*, sample_rate: int, n_fft: int, n_mels: int) -> MelProjection:
+    """librosa's Slaney mel filter bank (built once per configuration), as a :class:`MelProjection`."""
     from features.mel import slaney_mel
 
-    return scipy.sparse.csr_matrix(slaney_mel(sample_rate=sample_rate, n_fft=n_fft, n_mels=n_mels))
+    return MelProjection(slaney_mel(sample_rate=sample_rate, n_fft=n_fft, n_mels=n_mels))
 
 
 def _frames(y_padded: np.ndarray, n_fft: int, hop: int, n_frames: int) -> np.ndarray:
@@ -228,8 +264,7 @@ class LogMel:
         power = power_spectrogram_frames(
             y, n_fft=config.n_fft, hop_length=config.hop_length, workspace=self._workspace
         )
-        mel = np.asarray(self._basis @ power.T, dtype=np.float32)
-        return power_to_db(mel, top_db=config.top_db)
+        return power_to_db(self._basis(power), top_db=config.top_db)
 
 
 def logmel(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
