@@ -80,10 +80,13 @@ def test_run_directory_holds_metrics_and_curves(trained):
     run_dir = trained.run_dir
     assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "curves.png", "last.pt", "metrics.csv"]
     rows = (run_dir / "metrics.csv").read_text().splitlines()
-    assert rows[0] == "epoch,train_loss,train_accuracy,val_accuracy" and len(rows) == 1 + len(trained.history)
+    assert rows[0] == "epoch,train_loss,train_accuracy,val_accuracy,val_n_tasks,val_ci95_low,val_ci95_high"
+    assert len(rows) == 1 + len(trained.history)
+    h = trained.history[1]
     assert [float(v) for v in rows[2].split(",")] == pytest.approx(
-        [20, trained.history[1].train_loss, trained.history[1].train_accuracy, trained.history[1].val_accuracy],
+        [20, h.train_loss, h.train_accuracy, h.val_accuracy, h.val_n_tasks, h.val_ci95_low, h.val_ci95_high],
         abs=1e-6)
+    assert h.val_n_tasks > 0 and h.val_ci95_low <= h.val_accuracy <= h.val_ci95_high
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 

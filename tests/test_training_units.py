@@ -241,11 +241,12 @@ def test_losses_decrease_on_one_batch(kind):
 
 
 def test_metrics_csv_and_png(tmp_path):
-    history = [EvalRecord(10, 0.6, 0.55, 0.4), EvalRecord(20, 0.5, 0.7, 0.65)]
+    history = [EvalRecord(10, 0.6, 0.55, 0.4, 300, 0.35, 0.46), EvalRecord(20, 0.5, 0.7, 0.65)]
     write_metrics_csv(tmp_path / "metrics.csv", history)
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert lines == ["epoch,train_loss,train_accuracy,val_accuracy",
-                     "10,0.600000,0.550000,0.400000", "20,0.500000,0.700000,0.650000"]
+    assert lines == ["epoch,train_loss,train_accuracy,val_accuracy,val_n_tasks,val_ci95_low,val_ci95_high",
+                     "10,0.600000,0.550000,0.400000,300,0.350000,0.460000",
+                     "20,0.500000,0.700000,0.650000,0,0.000000,0.000000"]
     plot_curves(tmp_path / "curves.png", [0.7] * 20, [0.5] * 20, history)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "metrics.csv"]  # no temp files left

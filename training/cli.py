@@ -112,8 +112,11 @@ def run_train(args: argparse.Namespace) -> int:
     except SiameseAudioError as exc:
         print(f"siamese-audio train: error: {exc}", file=sys.stderr)
         return 2
+    best = next((r for r in result.history if r.epoch == result.best_epoch), None)
     summary = {
         "best_checkpoint": str(result.best_checkpoint), "best_val_accuracy": result.best_val_accuracy,
+        "best_val_n_tasks": best.val_n_tasks if best else 0,
+        "best_val_ci95": [best.val_ci95_low, best.val_ci95_high] if best else None,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped": result.stopped,
         "run_dir": str(result.run_dir), "last_checkpoint": str(result.run_dir / "last.pt"),
         "metrics": str(result.run_dir / "metrics.csv"), "curves": str(result.run_dir / "curves.png"),
@@ -121,7 +124,9 @@ def run_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"best validation accuracy {result.best_val_accuracy:.3f} at epoch {result.best_epoch} "
+        ci = summary["best_val_ci95"] or [0.0, 0.0]
+        print(f"best validation accuracy {result.best_val_accuracy:.3f} (95% Wilson CI {ci[0]:.3f}-{ci[1]:.3f}, "
+              f"{summary['best_val_n_tasks']} tasks) at epoch {result.best_epoch} "
               f"({result.epochs_run} epochs, stopped by {result.stopped}); best weights: {result.best_checkpoint}")
     return 0
 

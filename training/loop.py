@@ -179,8 +179,14 @@ def train_step(
 
 def validate(
     model: SiameseNet, data: RunData, config: TrainConfig, device: torch.device, evaluate: Callable[..., Any]
-) -> float:
-    """Mean accuracy of ``eval_tasks`` ``ways``-way one-shot tasks on the validation classes (Algorithm 3)."""
+) -> tuple[float, int, tuple[float, float]]:
+    """Mean accuracy of ``eval_tasks`` ``ways``-way one-shot tasks on the validation classes (Algorithm 3).
+
+    Returns
+    -------
+    (accuracy, n_tasks, ci95)
+        ``n_tasks`` and ``ci95`` are 0 and (0, 0) when ``evaluate`` does not report them.
+    """
     embedder = TorchEmbedder(model, device, batch_size=config.eval_batch_size,
                              similarity_kind="distance" if config.loss == "contrastive" else "sigmoid")
     result = evaluate(
@@ -188,7 +194,8 @@ def validate(
         runs=validation_runs(config.eval_tasks, len(data.val_rows)), seed=config.seed,
         batch_size=config.eval_batch_size,
     )
-    return float(result.accuracy)
+    ci = getattr(result, "ci95", (0.0, 0.0))
+    return float(result.accuracy), int(getattr(result, "n_tasks", 0)), (float(ci[0]), float(ci[1]))
 
 
 def _payload(
@@ -353,11 +360,12 @@ def _after_validation(
     state: _State, run_dir: Path,
 ) -> None:
     """Validate, record, keep the best weights, decide whether to stop, checkpoint."""
-    val_accuracy = validate(model, data, config, device, evaluate)
+    val_accuracy, val_tasks, val_ci = validate(model, data, config, device, evaluate)
     since = len(state.epoch_losses) - (state.history[-1].epoch if state.history else 0)
     state.history.append(EvalRecord(
         epoch=state.epoch, train_loss=float(np.mean(state.epoch_losses[-since:])),
         train_accuracy=float(np.mean(state.epoch_accuracies[-since:])), val_accuracy=val_accuracy,
+        val_n_tasks=val_tasks, val_ci95_low=val_ci[0], val_ci95_high=val_ci[1],
     ))
     if val_accuracy > state.best_val_accuracy:
         state.best_val_accuracy, state.best_epoch, state.evals_since_best = val_accuracy, state.epoch, 0

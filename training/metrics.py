@@ -23,15 +23,23 @@ class EvalRecord:
         Means over the epochs since the previous validation.
     val_accuracy : float
         Mean 5-way one-shot accuracy on the validation classes.
+    val_n_tasks : int
+        Number of one-shot tasks behind ``val_accuracy``.
+    val_ci95_low, val_ci95_high : float
+        Its 95% confidence interval (the evaluator's: Wilson score).
     """
 
     epoch: int
     train_loss: float
     train_accuracy: float
     val_accuracy: float
+    val_n_tasks: int = 0
+    val_ci95_low: float = 0.0
+    val_ci95_high: float = 0.0
 
 
-METRICS_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_accuracy")
+METRICS_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_accuracy", "val_n_tasks", "val_ci95_low",
+                   "val_ci95_high")
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -53,13 +61,14 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_metrics_csv(path: Path, history: Sequence[EvalRecord]) -> None:
-    """Write ``epoch,train_loss,train_accuracy,val_accuracy``, one row per validation, atomically."""
+    """Write :data:`METRICS_COLUMNS`, one row per validation, atomically."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(METRICS_COLUMNS)
     for record in history:
         writer.writerow([record.epoch, f"{record.train_loss:.6f}", f"{record.train_accuracy:.6f}",
-                         f"{record.val_accuracy:.6f}"])
+                         f"{record.val_accuracy:.6f}", record.val_n_tasks, f"{record.val_ci95_low:.6f}",
+                         f"{record.val_ci95_high:.6f}"])
     write_atomic(path, buffer.getvalue().encode())
 
 
