@@ -3,8 +3,9 @@
 On an existing cluster (``dask scheduler`` / ``dask worker`` started by hand,
 dask-jobqueue, Kubernetes) the workers read the source files and write the
 store themselves, so :func:`check_workers` first asks each of them whether it
-sees both at the client's paths, and settles each worker's threads and zarr
-concurrency (workers started by hand have none of the local cluster's settings).
+sees both at the client's paths, and whether its BLAS runs one thread. The
+task functions settle zarr's concurrency and malloc in each worker themselves
+(``pipeline.tasks``), so workers started by hand get them too.
 """
 
 from __future__ import annotations
@@ -76,8 +77,11 @@ def _connect(scheduler: str):
         ) from exc
 
 
-def prepare_worker(source_file: str, store_dir: str) -> dict[str, Any]:
-    """Run on every worker before a build: settle threads and zarr, check the two paths.
+def probe_worker(source_file: str, store_dir: str) -> dict[str, Any]:
+    """Run on every worker before a build: can it use the two paths, how many BLAS threads?
+
+    Runs beside the worker's task thread (``Client.run``), so it imports nothing
+    heavy and changes nothing that a running task uses.
 
     Parameters
     ----------
@@ -90,27 +94,10 @@ def prepare_worker(source_file: str, store_dir: str) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``pid``, ``threads`` (BLAS/OpenMP pool sizes after limiting them to 1),
-        ``zarr`` (its concurrency settings) and ``problems`` (one sentence per path
-        the worker cannot use; empty when both are fine).
+        ``pid``; ``threads``: ``{library: threads}`` of the BLAS/OpenMP pools loaded
+        in the worker; ``problems``: one sentence per path the worker cannot use
+        (empty when both are fine); ``versions``: its :func:`environment`.
     """
-    import zarr
-
-    from features import store
-    from pipeline.tasks import tune_malloc
-
-    for var in THREAD_VARS:
-        os.environ.setdefault(var, "1")  # for libraries loaded later in this process
-    threads: list[int] = []
-    try:
-        from threadpoolctl import threadpool_info, threadpool_limits
-
-        threadpool_limits(1)  # libraries already loaded ignore the environment
-        threads = [int(p.get("num_threads", 0)) for p in threadpool_info()]
-    except ImportError:
-        pass
-    tune_malloc()
-    store.configure_zarr_for_workers()
     problems = []
     try:
         with open(source_file, "rb") as f:
@@ -123,28 +110,56 @@ def prepare_worker(source_file: str, store_dir: str) -> dict[str, Any]:
         probe.unlink()
     except OSError as exc:
         problems.append(f"cannot create files in the store directory {store_dir} ({exc.strerror or exc})")
-    return {"pid": os.getpid(), "threads": threads, "problems": problems,
-            "zarr": {k: zarr.config.get(k) for k in ("async.concurrency", "threading.max_workers")}}
+    threads: dict[str, int] = {}
+    try:
+        from threadpoolctl import threadpool_info  # a dependency of librosa (through scikit-learn)
+
+        threads = {f"{p['internal_api']}:{Path(p['filepath']).name}": int(p["num_threads"])
+                   for p in threadpool_info()}
+    except Exception:  # noqa: BLE001 - a report only; never fail a build over it
+        pass
+    return {"pid": os.getpid(), "threads": threads, "problems": problems, "versions": environment()}
+
+
+def environment() -> dict[str, str]:
+    """Versions that the feature version id stands for: the feature code and its libraries.
+
+    The client fingerprints its own; the workers compute the bytes, so theirs must match.
+    """
+    from importlib import metadata
+
+    from features.fingerprint import _LIBRARIES, code_version
+
+    versions = dict(code_version())
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
 
 
 def check_workers(client, *, source_file: Path, store_dir: Path) -> dict[str, dict[str, Any]]:
-    """Run :func:`prepare_worker` on every worker; fail fast when one cannot see a path.
+    """Run :func:`probe_worker` on every worker; fail fast when one cannot see a path.
 
     Waits for a first worker when the cluster has none yet (workers of a batch
-    system may still be queued).
+    system may still be queued). Warns (stderr) about workers whose BLAS/OpenMP
+    pools have more than one thread: with one worker process per core they
+    oversubscribe the machine.
 
     Raises
     ------
     DatasetLayoutError
         A worker cannot read the source files at the client's path.
     StoreError
-        A worker cannot write into the store directory.
+        A worker cannot write into the store directory, or runs other feature code
+        or library versions than the client (the version id would not describe its bytes).
     """
     if not client.scheduler_info().get("workers"):
         print(f"Waiting for a first Dask worker to join {client.scheduler.address} ...",
               file=sys.stderr, flush=True)
         client.wait_for_workers(1)
-    reports = client.run(prepare_worker, str(source_file), str(store_dir))
+    reports = client.run(probe_worker, str(source_file), str(store_dir))
     bad = {addr: r["problems"] for addr, r in sorted(reports.items()) if r["problems"]}
     if bad:
         lines = [f"worker {addr}: {p}" for addr, problems in bad.items() for p in problems]
@@ -155,4 +170,19 @@ def check_workers(client, *, source_file: Path, store_dir: Path) -> dict[str, di
             "worker(s) do not:\n  " + "\n  ".join(lines)
             + "\nMount the same shared filesystem at the same path on the client and every worker."
         )
+    ours = environment()
+    differ = [f"worker {addr}: {name} {r['versions'].get(name, 'absent')} (client: {ours[name]})"
+              for addr, r in sorted(reports.items()) for name in ours if r["versions"].get(name) != ours[name]]
+    if differ:
+        raise StoreError(
+            "Expected every Dask worker to run the client's feature code and libraries (the version id "
+            "stands for them). Found differences:\n  " + "\n  ".join(differ)
+            + "\nInstall the same environment (same siamese-audio checkout and package versions) everywhere."
+        )
+    for addr, r in sorted(reports.items()):
+        many = {lib: n for lib, n in r["threads"].items() if n > 1}
+        if many:
+            print(f"warning: worker {addr} runs {many} threads; start workers with OMP_NUM_THREADS=1 "
+                  "OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 and --nthreads 1 (one process per core).",
+                  file=sys.stderr, flush=True)
     return reports
