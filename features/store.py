@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import stat
+import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -92,7 +93,7 @@ def configure_zarr_for_workers() -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -172,7 +173,7 @@ def create_version(
 def remove_leftovers(version_path: Path) -> list[str]:
     """Delete what writers killed mid-write leave behind; return the paths removed.
 
-    zarr's ``*.partial`` files and :func:`atomic_write_bytes`'s ``.NAME.tmp-PID``
+    zarr's ``*.partial`` files and :func:`atomic_write_bytes`'s ``.NAME.tmp-UUID``
     files inside the version, and ``.VERSION.creating-PID`` directories beside it.
     Call it only while holding the version's build lock and with no task of this
     build running: a live writer's temporary file would be removed under it.
@@ -221,7 +222,7 @@ def write_shard(version_path: Path, shard_index: int, block: np.ndarray, clips_p
         path.unlink(missing_ok=True)
         return ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")  # unique across hosts sharing a store
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return hashlib.sha256(data).hexdigest()

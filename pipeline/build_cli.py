@@ -12,13 +12,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build a sealed feature version from a dataset directory")
     p.add_argument("dataset", choices=["audiomnist", "esc50"])
     p.add_argument("source_dir", type=Path, help="dataset root (release layout)")
-    p.add_argument("--store", type=Path, required=True, help="store root; the version goes to STORE/DATASET/VERSION_ID")
+    p.add_argument("--store", required=True,
+                   help="store root (a path or a file:// URL); the version goes to STORE/DATASET/VERSION_ID")
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (tcp://HOST:PORT)")
     p.add_argument("--seed", type=int, default=0, help="seed of the zero-pad offsets (default 0)")
     p.add_argument("--strict", action="store_true", help="fail before writing anything if any clip would be rejected")
     p.add_argument("--crop-long", action="store_true", help="keep the start of clips longer than the preset")
     p.add_argument("--clips-per-shard", type=int, default=32, help="clips per shard and per Dask task (default 32)")
+    p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+                   help="when another build holds this version's lock, wait up to SECONDS (default: stop at once)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON line on stdout")
     p.set_defaults(func=run_build)
@@ -46,6 +49,7 @@ def run_build(args: argparse.Namespace) -> int:
         dataset=args.dataset, source_dir=args.source_dir, store_root=args.store, seed=args.seed,
         crop_long=args.crop_long, strict=args.strict, workers=args.workers, scheduler=args.scheduler,
         layout=StoreLayout(clips_per_shard=args.clips_per_shard), progress=not args.no_progress,
+        lock_wait_s=args.wait_lock,
     )
     result = build(cfg)
     lines = [

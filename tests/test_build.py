@@ -141,10 +141,10 @@ def _cli(*args: str) -> subprocess.Popen:
 def test_build_killed_with_sigkill_resumes_to_identical_bytes(tmp_path, run_build):
     from manifests.dummies import make_audiomnist
 
-    src = make_audiomnist(tmp_path / "am", speakers=("01", "02", "03", "04"), digits=4, reps=3)
-    reference = run_build("audiomnist", src, tmp_path / "ref", clips_per_shard=2)
+    src = make_audiomnist(tmp_path / "am", speakers=("01", "02", "03", "04"), digits=6, reps=4)
+    reference = run_build("audiomnist", src, tmp_path / "ref", clips_per_shard=1)
     args = ("build", "audiomnist", str(src), "--store", str(tmp_path / "s"), "--workers", "1",
-            "--clips-per-shard", "2", "--no-progress")
+            "--clips-per-shard", "1", "--no-progress")
     proc = _cli(*args)
     markers = tmp_path / "s" / "audiomnist" / reference.version_id / store.MARKERS
     deadline = time.monotonic() + 120
