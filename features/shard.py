@@ -73,3 +73,48 @@ def encode_shard(block: np.ndarray, *, chunks_per_shard: int, codec: str) -> byt
     index_bytes = index.tobytes()
     crc = np.array([google_crc32c.value(index_bytes)], dtype="<u4").tobytes()
     return b"".join(parts) + index_bytes + crc
+
+
+@functools.cache
+def chunk_decoder(codec: str) -> Callable[[bytes], bytes]:
+    """Inverse of :func:`chunk_encoder`."""
+    if codec == "none":
+        return lambda data: data
+    if codec == "zstd":
+        from numcodecs import Zstd
+
+        z = Zstd(level=1, checksum=False)
+        return lambda data: z.decode(data)
+    from numcodecs.blosc import Blosc
+
+    b = Blosc()
+    return lambda data: b.decode(data)
+
+
+def index_nbytes(chunks_per_shard: int) -> int:
+    """Bytes of a shard's index at its end: (offset, nbytes) uint64 pairs and a CRC32C."""
+    return 16 * chunks_per_shard + 4
+
+
+def decode_index(tail: bytes, chunks_per_shard: int, where: str) -> np.ndarray:
+    """Parse and check a shard index.
+
+    Returns
+    -------
+    np.ndarray [shape=(chunks_per_shard, 2), dtype=uint64]
+        (offset, nbytes) per chunk; ``2**64 - 1`` marks an absent chunk.
+
+    Raises
+    ------
+    ValueError
+        The index is truncated or its CRC32C does not match (naming ``where``).
+    """
+    import google_crc32c
+
+    n = index_nbytes(chunks_per_shard)
+    if len(tail) != n:
+        raise ValueError(f"{where}: expected a {n}-byte shard index, found {len(tail)} bytes.")
+    body, crc = tail[:-4], np.frombuffer(tail[-4:], dtype="<u4")[0]
+    if google_crc32c.value(body) != int(crc):
+        raise ValueError(f"{where}: the shard index checksum does not match (the file is damaged).")
+    return np.frombuffer(body, dtype="<u8").reshape(chunks_per_shard, 2)

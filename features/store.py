@@ -358,6 +358,12 @@ class FeatureVersion:
         self.feature_config: dict[str, Any] = attrs["feature_config"]
         self.attributes: dict[str, Any] = attrs
         self.shape: tuple[int, int] = tuple(self._array.shape[1:])  # type: ignore[assignment]
+        layout = attrs.get("layout") or {}
+        self._codec: str | None = layout.get("codec") if layout.get("codec") in CODECS else None
+        self._per_shard: int = int(layout.get("clips_per_shard") or 0)
+        if self._array.shards != (self._per_shard, *self.shape):
+            self._codec = None  # not a layout this reader knows: read through zarr
+        self._shard_index: dict[int, np.ndarray | None] = {}
 
     @cached_property
     def catalog(self):
@@ -394,8 +400,49 @@ class FeatureVersion:
                 f"{self.path}: expected rows in 0..{self.n_rows - 1}. Got {rows.min()}..{rows.max()}."
             )
         unique, inverse = np.unique(rows, return_inverse=True)
-        data = self._array.get_orthogonal_selection((unique,))
+        if self._codec is None:
+            data = self._array.get_orthogonal_selection((unique,))
+        else:
+            data = self._read_chunks(unique)
         return np.ascontiguousarray(data[inverse])
+
+    def _read_chunks(self, rows: np.ndarray) -> np.ndarray:
+        """Read one-clip chunks straight from their shards (byte ranges, cached shard indices).
+
+        The same bytes zarr would read (the layout written by :func:`write_shard`);
+        about 10x faster than zarr's per-chunk async path for single clips here.
+        """
+        from features.shard import chunk_decoder, decode_index, index_nbytes
+
+        decode = chunk_decoder(self._codec)
+        out = np.full((rows.size, *self.shape), np.nan, dtype=np.float32)
+        shard_of = rows // self._per_shard
+        for shard in np.unique(shard_of):
+            path = shard_path(self.path, int(shard))
+            picks = np.flatnonzero(shard_of == shard)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # every clip of this shard was rejected: NaN, as zarr gives
+            try:
+                index = self._shard_index.get(int(shard))
+                if index is None:
+                    size = os.fstat(fd).st_size
+                    n = index_nbytes(self._per_shard)
+                    try:
+                        index = decode_index(os.pread(fd, n, size - n), self._per_shard, str(path))
+                    except ValueError as exc:
+                        raise StoreError(str(exc)) from None
+                    self._shard_index[int(shard)] = index
+                for i in picks:
+                    offset, nbytes = index[int(rows[i]) % self._per_shard]
+                    if offset == 2**64 - 1:
+                        continue
+                    raw = os.pread(fd, int(nbytes), int(offset))
+                    out[i] = np.frombuffer(decode(raw), dtype="<f4").reshape(self.shape)
+            finally:
+                os.close(fd)
+        return out
 
     def verify(self) -> list[str]:
         """Recompute checksums; the list of what changed ([] when intact)."""

@@ -42,3 +42,50 @@ def test_encoded_shard_equals_zarrs_bytes(tmp_path, codec, case):
     store.write_shard(mine, shard_index, data[rows], per, codec)
     back = zarr.open_array(store=LocalStore(mine), path=store.ARRAY, mode="r")[rows]
     np.testing.assert_array_equal(back, data[rows])
+
+
+@pytest.mark.parametrize("codec", store.CODECS)
+def test_fast_reader_equals_zarr_reads(tmp_path, codec):
+    from features import catalog
+    from features.store import open_version
+
+    rng = np.random.default_rng(1)
+    n, per = 13, 4
+    data = (rng.standard_normal((n, *CFG.shape)) * 10 - 40).astype(np.float32)
+    data[[1, 8, 9, 10, 11]] = np.nan  # a rejected clip, and a whole shard of them (no file)
+    layout = store.StoreLayout(clips_per_shard=per, codec=codec)
+    path = tmp_path / "v"
+    store.create_version(path, n_clips=n, config=CFG, layout=layout,
+                         attributes={"version_id": "v", "dataset": "audiomnist", "feature_config": CFG.to_dict(),
+                                     "layout": layout.to_dict()}, plan={})
+    sums = {i: store.write_shard(path, i, data[s : s + per], per, codec) for i, s in enumerate(range(0, n, per))}
+    catalog.write_catalog(path / store.CATALOG, [], {})
+    store.seal(path, version_id="v", shard_checksums=sums)
+    v = open_version(path)
+    rows = [12, 0, 1, 9, 5, 12, 3]
+    via_zarr = v._array.get_orthogonal_selection((np.array(sorted(set(rows))),))
+    np.testing.assert_array_equal(v.read(rows), via_zarr[[sorted(set(rows)).index(r) for r in rows]])
+    np.testing.assert_array_equal(v.read(np.arange(n)), data)
+
+
+def test_damaged_shard_index_is_named(tmp_path):
+    from features import catalog
+    from features.store import open_version
+    from manifests.errors import StoreError
+
+    layout = store.StoreLayout(clips_per_shard=4, codec="blosc-lz4")
+    path = tmp_path / "v"
+    data = np.zeros((4, *CFG.shape), np.float32)
+    store.create_version(path, n_clips=4, config=CFG, layout=layout,
+                         attributes={"version_id": "v", "dataset": "audiomnist", "feature_config": CFG.to_dict(),
+                                     "layout": layout.to_dict()}, plan={})
+    sums = {0: store.write_shard(path, 0, data, 4, "blosc-lz4")}
+    catalog.write_catalog(path / store.CATALOG, [], {})
+    store.seal(path, version_id="v", shard_checksums=sums)
+    shard = store.shard_path(path, 0)
+    raw = bytearray(shard.read_bytes())
+    raw[-10] ^= 0xFF
+    shard.chmod(0o644)
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match="shard index checksum does not match"):
+        open_version(path).read([0])
