@@ -96,11 +96,15 @@ def run_demo(args: argparse.Namespace) -> int:
     written = write_report(report, report_dir)
     examples = plot_logmel_examples(version, out / "logmel_examples.png", classes=split.classes["test"])
     pooled = report.pooled()
+    best = next((r for r in trained.history if r.epoch == trained.best_epoch), None)
+    val_ci = [best.val_ci95_low, best.val_ci95_high] if best else [0.0, 0.0]
+    val_tasks = best.val_n_tasks if best else 0
     figures = sorted(str(p) for p in [examples, *report_dir.rglob("*.png"), *run_dir.glob("*.png")])
     summary: dict[str, Any] = {
         "dataset": dataset, "source": str(source), "store": str(built.path), "version_id": built.version_id,
         "split": str(split_path), "split_id": split.split_id, "checkpoint": str(trained.best_checkpoint),
-        "best_val_accuracy": trained.best_val_accuracy, "best_epoch": trained.best_epoch,
+        "best_val_accuracy": trained.best_val_accuracy, "best_val_ci95": val_ci, "best_val_n_tasks": val_tasks,
+        "best_epoch": trained.best_epoch,
         "epochs_run": trained.epochs_run, "accuracy": pooled["accuracy"], "ci95": pooled["ci95"],
         "n_tasks": pooled["n_tasks"], "baseline_accuracy": pooled["baseline_accuracy"],
         "report": str(written.get("report.md", report_dir / "report.md")), "figures": figures,
@@ -114,8 +118,9 @@ def run_demo(args: argparse.Namespace) -> int:
         f"feature version  {built.version_id}  ({built.n_stored} clips stored, {built.n_rejected} rejected)",
         f"  store          {built.path}",
         f"split            {split.split_id}  {split_path}",
-        f"checkpoint       {trained.best_checkpoint}  (best validation {trained.best_val_accuracy:.3f} "
-        f"at epoch {trained.best_epoch}, {trained.epochs_run} epochs run)",
+        f"checkpoint       {trained.best_checkpoint}",
+        f"validation       best {trained.best_val_accuracy:.3f}  95% Wilson CI [{val_ci[0]:.3f}, {val_ci[1]:.3f}]  "
+        f"over {val_tasks} tasks, at epoch {trained.best_epoch} ({trained.epochs_run} epochs run)",
         f"test accuracy    {summary['accuracy']:.3f}  95% Wilson CI [{low:.3f}, {high:.3f}]  "
         f"over {summary['n_tasks']} {n_eval}-way one-shot tasks",
         f"baseline         {summary['baseline_accuracy']:.3f}  (cosine of raw log-mels, same tasks; chance {1 / n_eval:.2f})",
