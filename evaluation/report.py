@@ -128,7 +128,7 @@ def render_markdown(report: EvaluationReport) -> str:
         f"seed {settings['seed']}, {len(report.runs)} split(s)",
         f"- Interval: {CI_METHOD}",
         f"- Baseline: {BASELINE_NAME}, on the same tasks",
-        f"- Ties: the first support with the highest score is chosen; supports are in random order.",
+        "- Ties: the first support with the highest score is chosen; supports are in random order.",
         "",
         "## Accuracy" + (" (all splits' tasks pooled)" if len(report.runs) > 1 else ""), "",
     ]

@@ -31,6 +31,7 @@ import numpy as np
 
 from features.config import FeatureConfig
 from manifests.errors import StoreError
+from manifests.files import content_hash, write_json_atomic
 
 ARRAY = "logmel"
 SEAL = "SEAL.json"
@@ -91,28 +92,6 @@ def configure_zarr_for_workers() -> None:
     zarr.config.set({"async.concurrency": 4, "threading.max_workers": 1})
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def shard_path(version_path: Path, shard_index: int) -> Path:
     """File of shard ``shard_index`` (zarr v3 default chunk keys)."""
     return Path(version_path) / ARRAY / "c" / str(shard_index) / "0" / "0"
@@ -160,7 +139,7 @@ def create_version(
         attributes=attributes,
     )
     (tmp / MARKERS).mkdir()
-    atomic_write_json(tmp / PLAN, plan)
+    write_json_atomic(tmp / PLAN, plan)
     try:
         os.rename(tmp, version_path)
     except OSError:
@@ -173,7 +152,7 @@ def create_version(
 def remove_leftovers(version_path: Path) -> list[str]:
     """Delete what writers killed mid-write leave behind; return the paths removed.
 
-    zarr's ``*.partial`` files and :func:`atomic_write_bytes`'s ``.NAME.tmp-UUID``
+    zarr's ``*.partial`` files and the ``.NAME.tmp-*`` files of atomic writes
     files inside the version, and ``.VERSION.creating-PID`` directories beside it.
     Call it only while holding the version's build lock and with no task of this
     build running: a live writer's temporary file would be removed under it.
@@ -234,7 +213,7 @@ def marker_path(version_path: Path, batch_index: int) -> Path:
 
 def write_marker(version_path: Path, batch_index: int, result: dict[str, Any]) -> None:
     """Record that batch ``batch_index`` is fully written (atomic)."""
-    atomic_write_json(marker_path(version_path, batch_index), result)
+    write_json_atomic(marker_path(version_path, batch_index), result)
 
 
 def read_marker(version_path: Path, batch_index: int) -> dict[str, Any] | None:
@@ -272,13 +251,13 @@ def seal(version_path: Path, *, version_id: str, shard_checksums: dict[int, str]
     files = {}
     for path in _data_files(version_path):
         rel = path.relative_to(version_path).as_posix()
-        digest = shard_files.get(rel) or file_sha256(path)
+        digest = shard_files.get(rel) or content_hash(path)
         files[rel] = {"sha256": digest, "size": path.stat().st_size}
     missing = sorted(set(shard_files) - set(files))
     if missing:
         raise StoreError(f"{version_path}: shards written but missing on disk: {missing[:5]}")
     record = {"version_id": version_id, "files": files}
-    atomic_write_json(version_path / SEAL, record)
+    write_json_atomic(version_path / SEAL, record)
     for path in [*_data_files(version_path), version_path / SEAL]:
         mode = path.stat().st_mode
         path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
@@ -296,7 +275,7 @@ def verify(version_path: str | os.PathLike[str]) -> list[str]:
         if rel not in present:
             problems.append(f"{rel}: missing")
             continue
-        if file_sha256(present[rel]) != expected[rel]["sha256"]:
+        if content_hash(present[rel]) != expected[rel]["sha256"]:
             problems.append(f"{rel}: content changed (checksum differs)")
     for rel in sorted(set(present) - set(expected)):
         problems.append(f"{rel}: not part of the sealed version")

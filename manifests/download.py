@@ -10,7 +10,6 @@ archive never leaves a half-extracted dataset.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from manifests.errors import DatasetLayoutError
+from manifests.files import content_hash
 
 
 @dataclass(frozen=True)
@@ -78,14 +78,6 @@ class DownloadResult:
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0) -> tuple[int, int]:
@@ -209,7 +201,7 @@ def download(dataset: str, to: str | os.PathLike[str], *, url: str | None = None
     archive = to / f"{release.folder}.zip"
     expected = sha256 or release.sha256
     if target.exists() and all((target / r).exists() for r in release.required):
-        digest = file_sha256(archive) if archive.exists() else ""
+        digest = content_hash(archive) if archive.exists() else ""
         result = DownloadResult(dataset, target, archive, digest)
         result.actions.append(f"{target} already holds the {dataset} release layout: nothing to do")
         return result
@@ -221,7 +213,7 @@ def download(dataset: str, to: str | os.PathLike[str], *, url: str | None = None
         result.downloaded_bytes, result.resumed_from = got, resumed
         result.actions.append(
             f"downloaded {got} bytes from {url or release.url}" + (f" (resumed at byte {resumed})" if resumed else ""))
-    result.sha256 = file_sha256(archive)
+    result.sha256 = content_hash(archive)
     if expected and result.sha256 != expected.lower():
         bad = archive.with_name(archive.name + ".bad")
         archive.replace(bad)

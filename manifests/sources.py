@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,12 +67,3 @@ class DatasetScan:
 def is_hidden(name: str) -> bool:
     """Files such as ``.DS_Store`` are skipped silently."""
     return name.startswith(".")
-
-
-def content_hash(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes, hex (what the version fingerprint uses)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

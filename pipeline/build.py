@@ -18,7 +18,8 @@ from features.config import FeatureConfig, preset
 from features.fingerprint import version_id as fingerprint
 from manifests.datasets import scan_dataset
 from manifests.errors import AudioDecodeError, DatasetLayoutError, StoreError
-from manifests.sources import DatasetScan, content_hash
+from manifests.files import content_hash
+from manifests.sources import DatasetScan
 from pipeline import lock
 from pipeline.tasks import BatchSpec, ClipTask, check_batch, warm_worker, write_batch
 

@@ -22,7 +22,7 @@ import torch
 from manifests.errors import TrainingError
 from training.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
 from training.embedder import TorchEmbedder
-from training.metrics import write_atomic
+from manifests.files import write_atomic
 from training.model import SiameseNet
 
 FORMAT = "siamese-audio-checkpoint/1"
