@@ -333,21 +333,23 @@ def _seal(path: Path, vid: str, scan: DatasetScan, clips, layout_rejects, n_batc
 
 
 def _result_from_catalog(vid: str, path: Path, *, already_sealed: bool) -> BuildResult:
-    import pandas as pd
+    """Summary of a sealed version from its catalog (pyarrow only: pandas costs 0.3 s to import)."""
+    import pyarrow.parquet as pq
 
-    cat = pd.read_parquet(path / store.CATALOG)
-    stored = cat[cat["status"] == "stored"]
-    rejected = cat[cat["status"] != "stored"]
-    counts = Counter(stored["class"])
-    all_classes = sorted(set(cat["class"]) - {""})
+    rows = pq.read_table(path / store.CATALOG, columns=["clip_id", "class", "source_path", "status",
+                                                         "reason"]).to_pylist()
+    stored = [r for r in rows if r["status"] == "stored"]
+    rejected = [r for r in rows if r["status"] != "stored"]
+    counts = Counter(r["class"] for r in stored)
+    all_classes = sorted({r["class"] for r in rows} - {""})
     warnings = [
         f"class {c!r} has {counts.get(c, 0)} stored clip(s); one-shot needs at least 2"
         for c in all_classes if counts.get(c, 0) < 2
     ]
     return BuildResult(
-        version_id=vid, path=path, n_stored=int(len(stored)), n_rejected=int(len(rejected)),
+        version_id=vid, path=path, n_stored=len(stored), n_rejected=len(rejected),
         already_sealed=already_sealed,
-        rejected=[{"clip_id": r.clip_id, "source_path": r.source_path, "reason": r.reason}
-                  for r in rejected.itertuples()],
+        rejected=[{"clip_id": r["clip_id"], "source_path": r["source_path"], "reason": r["reason"]}
+                  for r in rejected],
         warnings=warnings, class_counts=dict(sorted(counts.items())),
     )
