@@ -27,7 +27,8 @@ from evaluation.embedder import Embedder
 from evaluation.metrics import CI_METHOD, Spread, per_class_counts, spread, wilson_interval
 from evaluation.suite import ClassesEvaluation, EvaluationSettings, evaluate_classes
 from manifests.errors import EvaluationError
-from manifests.splits import Split, clip_rows, make_random_split
+from manifests.split_catalog import clip_rows
+from manifests.splits import Split, make_random_split
 
 SUBSETS = ("test", "validation")
 

@@ -43,13 +43,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _make(args: argparse.Namespace, version) -> Split:
-    from manifests import splits
+    from manifests import split_lists, splits
 
     classes = version.classes() if version is not None else None
     if args.from_file is not None:
         if args.scheme is not None or args.seed is not None:
             raise SplitError("Expected either --from FILE or --scheme (with --seed), not both.")
-        split = splits.split_from_file(args.from_file, dataset=args.dataset)
+        split = split_lists.split_from_file(args.from_file, dataset=args.dataset)
         splits.validate(split, classes=classes, sizes=args.sizes)
         return split
     if args.scheme is None:
@@ -77,7 +77,7 @@ def _open(path: Path | None):
 
 
 def run_split(args: argparse.Namespace) -> int:
-    from manifests import splits
+    from manifests import split_catalog, splits
     from pipeline.cli import emit
 
     version = _open(args.features)
@@ -86,8 +86,8 @@ def run_split(args: argparse.Namespace) -> int:
     split = _make(args, version)
     counts = None
     if version is not None:
-        splits.validate_against_version(split, version)
-        counts = splits.clip_counts(split, version)
+        split_catalog.validate_against_version(split, version)
+        counts = split_catalog.clip_counts(split, version)
     path = splits.write_split(split, args.out)
     payload = {**split.to_json(), "path": str(path)}
     if counts is not None:
@@ -98,7 +98,7 @@ def run_split(args: argparse.Namespace) -> int:
 
 
 def run_split_show(args: argparse.Namespace) -> int:
-    from manifests import splits
+    from manifests import split_catalog, splits
     from pipeline.cli import emit
 
     split = splits.read_split(args.manifest)
@@ -106,8 +106,8 @@ def run_split_show(args: argparse.Namespace) -> int:
     payload = {**split.to_json(), "path": str(args.manifest)}
     counts, problems = None, []
     if version is not None:
-        counts = splits.clip_counts(split, version)
-        problems = splits.catalog_problems(split, version)
+        counts = split_catalog.clip_counts(split, version)
+        problems = split_catalog.catalog_problems(split, version)
         payload.update(clip_counts=counts, version_id=version.version_id, problems=problems)
     text = _text(split, counts, header=str(args.manifest))
     if problems:

@@ -3,7 +3,7 @@
 A split assigns every class of a dataset to exactly one of ``"train"``,
 ``"validation"`` and ``"test"``. It refers to a dataset's classes, not to one
 feature version, so the same split applies to every version of that dataset;
-:func:`clip_rows` joins it with one version's catalog to get store rows.
+:func:`manifests.split_catalog.clip_rows` joins it with one version's catalog to get store rows.
 
 Schemes
 -------
@@ -16,7 +16,7 @@ Schemes
 ``metaaudio``
     ESC-50 only: the MetaAudio benchmark's 35/5/10 split.
 ``file``
-    Explicit class lists read by :func:`split_from_file` (CSV or JSON).
+    Explicit class lists read by :func:`manifests.split_lists.split_from_file` (CSV or JSON).
 
 Seeded draws do not depend on NumPy's generators (whose streams may change
 between releases): classes are ordered by ``blake2b("{seed}:{class}")`` and
@@ -32,17 +32,13 @@ so the same split gives the same bytes.
 
 from __future__ import annotations
 
-import csv
 import difflib
 import hashlib
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
-
-import numpy as np
 
 from manifests.classes import known_classes
 from manifests.errors import SplitError
@@ -293,101 +289,6 @@ def make_metaaudio_split(dataset: str = "esc50") -> Split:
     })
 
 
-# --------------------------------------------------------------------------- explicit lists
-
-
-def split_from_file(path: str | os.PathLike[str], *, dataset: str) -> Split:
-    """Read explicit class lists from CSV or JSON (scheme ``"file"``, seed ``None``).
-
-    Accepted layouts:
-
-    * CSV with a header holding ``class`` and ``split`` columns (others are
-      ignored, except ``dataset`` which must match);
-    * JSON ``{"train": [...], "validation": [...], "test": [...]}``, the same
-      under a ``"classes"`` key (the output of ``split-show --json``), or a
-      list of ``{"class": ..., "split": ...}`` objects.
-
-    Class ids stay strings: a CSV's ``04`` is ``"04"``; a JSON number is refused.
-    The result is not checked for coverage: call :func:`validate`.
-    """
-    path = Path(path)
-    known_classes(dataset)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".json"):
-        raise SplitError(f"{path}: expected a .csv or .json file of class lists. Got suffix {path.suffix!r}.")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SplitError(f"{path}: cannot read the class lists ({exc}).") from exc
-    pairs = _pairs_from_csv(path, text, dataset) if suffix == ".csv" else _pairs_from_json(path, text, dataset)
-    lists: dict[str, list[str]] = {s: [] for s in SPLITS}
-    for where, cls, name in pairs:
-        if name not in lists:
-            close = difflib.get_close_matches(str(name), SPLITS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise SplitError(f"{path}: {where}: expected a split among {list(SPLITS)}. Got {name!r}.{hint}")
-        if not isinstance(cls, str) or not cls:
-            raise SplitError(
-                f"{path}: {where}: expected the class id as a non-empty string (e.g. \"04\"). Got {cls!r}."
-            )
-        lists[name].append(cls)
-    try:
-        return Split(dataset, "file", None, lists)
-    except SplitError as exc:
-        raise SplitError(f"{path}: {exc}") from None
-
-
-def _pairs_from_csv(path: Path, text: str, dataset: str) -> list[tuple[str, Any, Any]]:
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    if "class" not in header or "split" not in header:
-        raise SplitError(f"{path}: expected a CSV header with 'class' and 'split' columns. Got {header}.")
-    reader.fieldnames = header
-    pairs = []
-    for line, row in enumerate(reader, start=2):
-        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-            continue
-        found = (row.get("dataset") or "").strip()
-        if found and found != dataset:
-            raise SplitError(f"{path}: line {line}: expected dataset {dataset!r}. Got {found!r}.")
-        pairs.append((f"line {line}", (row["class"] or "").strip(), (row["split"] or "").strip()))
-    return pairs
-
-
-_SUMMARY_KEYS = ("dataset", "scheme", "seed", "split_id", "sizes")
-
-
-def _pairs_from_json(path: Path, text: str, dataset: str) -> list[tuple[str, Any, Any]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SplitError(f"{path}: cannot parse the JSON ({exc}).") from exc
-    if isinstance(data, list):
-        pairs = []
-        for i, item in enumerate(data):
-            if not isinstance(item, dict) or "class" not in item or "split" not in item:
-                raise SplitError(f"{path}: item {i}: expected an object with 'class' and 'split'. Got {item!r}.")
-            pairs.append((f"item {i}", item["class"], item["split"]))
-        return pairs
-    if not isinstance(data, dict):
-        raise SplitError(f"{path}: expected a JSON object or a list of class lists. Got {type(data).__name__}.")
-    found = data.get("dataset")
-    if found is not None and found != dataset:
-        raise SplitError(f"{path}: expected dataset {dataset!r}. Got {found!r}.")
-    if "classes" in data:
-        lists = data["classes"]
-        if not isinstance(lists, dict):
-            raise SplitError(f"{path}: expected 'classes' to map split → class list. Got {type(lists).__name__}.")
-    else:
-        lists = {k: v for k, v in data.items() if k not in _SUMMARY_KEYS}
-    pairs = []
-    for name, values in lists.items():
-        if not isinstance(values, list):
-            raise SplitError(f"{path}: expected split {name!r} to be a list of class ids. Got {values!r}.")
-        pairs += [(f"split {name!r}", cls, name) for cls in values]
-    return pairs
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -445,90 +346,6 @@ def validate(
             "Expected at least 2 train and 2 test classes, and 0 or at least 2 validation classes "
             f"(a one-shot task needs 2 ways). Got {n_train}/{n_val}/{n_test}."
         )
-
-
-def _stored_rows(version: Any) -> dict[str, np.ndarray]:
-    """Stored store rows of every class of ``version`` (sorted int64)."""
-    stored = version.stored()
-    out: dict[str, np.ndarray] = {}
-    for cls, rows in stored.groupby("class", sort=True)["row"]:
-        out[str(cls)] = np.sort(rows.to_numpy(dtype=np.int64))
-    return out
-
-
-def _check_dataset(split: Split, version: Any) -> None:
-    if split.dataset != version.dataset:
-        where = getattr(version, "path", "the feature version")
-        raise SplitError(
-            f"Expected a split of dataset {version.dataset!r} for {where}. "
-            f"Got split {split.split_id} of dataset {split.dataset!r}."
-        )
-
-
-def clip_counts(split: Split, version: Any) -> dict[str, dict[str, int]]:
-    """Stored clips of each class of ``split`` in ``version`` (0 when absent).
-
-    ``version`` is a :class:`features.store.FeatureVersion` or any object with
-    ``.dataset`` and ``.stored()`` (a DataFrame with ``row`` and ``class``).
-    """
-    _check_dataset(split, version)
-    rows = _stored_rows(version)
-    return {s: {c: int(rows[c].size) if c in rows else 0 for c in split.classes[s]} for s in SPLITS}
-
-
-def catalog_problems(split: Split, version: Any, *, min_clips: int = MIN_CLIPS) -> list[str]:
-    """Classes of ``split`` with fewer than ``min_clips`` stored clips in ``version`` ([] when fine)."""
-    counts = clip_counts(split, version)
-    return [
-        f"{s} class {c!r} has {n} stored clip{'s' if n != 1 else ''}"
-        for s in SPLITS for c, n in counts[s].items() if n < min_clips
-    ]
-
-
-def validate_against_version(split: Split, version: Any, *, min_clips: int = MIN_CLIPS) -> None:
-    """Check that every class of ``split`` has at least ``min_clips`` stored clips in ``version``.
-
-    Raises
-    ------
-    SplitError
-        The version is of another dataset, or classes have too few stored clips
-        (all of them are named).
-    """
-    problems = catalog_problems(split, version, min_clips=min_clips)
-    if problems:
-        where = getattr(version, "path", "the feature version")
-        raise SplitError(
-            f"Expected every class to have at least {min_clips} stored clips in {where} "
-            f"(a one-shot task needs a query and a support). {len(problems)} do not: {'; '.join(problems)}."
-        )
-
-
-def clip_rows(split: Split, version: Any, *, min_clips: int = MIN_CLIPS) -> dict[str, dict[str, np.ndarray]]:
-    """Store rows of each split and class: what training and evaluation read.
-
-    Parameters
-    ----------
-    split : Split
-    version : FeatureVersion or duck-typed object
-        Needs ``.dataset`` and ``.stored()`` (DataFrame with ``row`` and ``class``).
-    min_clips : int
-        Stored clips every class needs (default 2).
-
-    Returns
-    -------
-    dict
-        ``{"train": {class: rows}, "validation": {...}, "test": {...}}``, rows a
-        sorted ``np.ndarray[int64]`` of store row indices.
-
-    Raises
-    ------
-    SplitError
-        The split is of another dataset, or a class is missing from the
-        catalog or has fewer than ``min_clips`` stored clips.
-    """
-    validate_against_version(split, version, min_clips=min_clips)
-    rows = _stored_rows(version)
-    return {s: {c: rows[c] for c in split.classes[s]} for s in SPLITS}
 
 
 # --------------------------------------------------------------------------- Parquet

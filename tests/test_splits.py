@@ -14,9 +14,10 @@ import pytest
 from manifests import cli, splits
 from manifests.classes import AUDIOMNIST_SPEAKERS, ESC50_CATEGORIES, known_classes
 from manifests.errors import SplitError
+from manifests.split_catalog import clip_rows, validate_against_version
+from manifests.split_lists import split_from_file
 from manifests.splits import (
-    Split, clip_rows, make_metaaudio_split, make_random_split, make_report_split, read_split,
-    split_from_file, validate, validate_against_version, write_split,
+    Split, make_metaaudio_split, make_random_split, make_report_split, read_split, validate, write_split,
 )
 
 SHARED_ESC50_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc50" / "meta" / "esc50.csv"

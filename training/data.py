@@ -78,7 +78,8 @@ def open_training_inputs(
         Altered version, or ids that differ from the expected ones.
     """
     from features.store import open_version
-    from manifests.splits import clip_rows, read_split
+    from manifests.split_catalog import clip_rows
+    from manifests.splits import read_split
 
     version = open_version(features)
     if expect_version_id is not None and version.version_id != expect_version_id:

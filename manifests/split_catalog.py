@@ -1,0 +1,98 @@
+"""A split joined with a feature version's catalog: stored clips per class, checks, store rows.
+
+``version`` is a :class:`features.store.FeatureVersion` or any object with
+``.dataset`` and ``.stored()`` (a DataFrame with ``row`` and ``class``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from manifests.errors import SplitError
+from manifests.splits import MIN_CLIPS, SPLITS, Split
+
+
+def _stored_rows(version: Any) -> dict[str, np.ndarray]:
+    """Stored store rows of every class of ``version`` (sorted int64)."""
+    stored = version.stored()
+    out: dict[str, np.ndarray] = {}
+    for cls, rows in stored.groupby("class", sort=True)["row"]:
+        out[str(cls)] = np.sort(rows.to_numpy(dtype=np.int64))
+    return out
+
+
+def _check_dataset(split: Split, version: Any) -> None:
+    if split.dataset != version.dataset:
+        where = getattr(version, "path", "the feature version")
+        raise SplitError(
+            f"Expected a split of dataset {version.dataset!r} for {where}. "
+            f"Got split {split.split_id} of dataset {split.dataset!r}."
+        )
+
+
+def clip_counts(split: Split, version: Any) -> dict[str, dict[str, int]]:
+    """Stored clips of each class of ``split`` in ``version`` (0 when absent).
+
+    ``version`` is a :class:`features.store.FeatureVersion` or any object with
+    ``.dataset`` and ``.stored()`` (a DataFrame with ``row`` and ``class``).
+    """
+    _check_dataset(split, version)
+    rows = _stored_rows(version)
+    return {s: {c: int(rows[c].size) if c in rows else 0 for c in split.classes[s]} for s in SPLITS}
+
+
+def catalog_problems(split: Split, version: Any, *, min_clips: int = MIN_CLIPS) -> list[str]:
+    """Classes of ``split`` with fewer than ``min_clips`` stored clips in ``version`` ([] when fine)."""
+    counts = clip_counts(split, version)
+    return [
+        f"{s} class {c!r} has {n} stored clip{'s' if n != 1 else ''}"
+        for s in SPLITS for c, n in counts[s].items() if n < min_clips
+    ]
+
+
+def validate_against_version(split: Split, version: Any, *, min_clips: int = MIN_CLIPS) -> None:
+    """Check that every class of ``split`` has at least ``min_clips`` stored clips in ``version``.
+
+    Raises
+    ------
+    SplitError
+        The version is of another dataset, or classes have too few stored clips
+        (all of them are named).
+    """
+    problems = catalog_problems(split, version, min_clips=min_clips)
+    if problems:
+        where = getattr(version, "path", "the feature version")
+        raise SplitError(
+            f"Expected every class to have at least {min_clips} stored clips in {where} "
+            f"(a one-shot task needs a query and a support). {len(problems)} do not: {'; '.join(problems)}."
+        )
+
+
+def clip_rows(split: Split, version: Any, *, min_clips: int = MIN_CLIPS) -> dict[str, dict[str, np.ndarray]]:
+    """Store rows of each split and class: what training and evaluation read.
+
+    Parameters
+    ----------
+    split : Split
+    version : FeatureVersion or duck-typed object
+        Needs ``.dataset`` and ``.stored()`` (DataFrame with ``row`` and ``class``).
+    min_clips : int
+        Stored clips every class needs (default 2).
+
+    Returns
+    -------
+    dict
+        ``{"train": {class: rows}, "validation": {...}, "test": {...}}``, rows a
+        sorted ``np.ndarray[int64]`` of store row indices.
+
+    Raises
+    ------
+    SplitError
+        The split is of another dataset, or a class is missing from the
+        catalog or has fewer than ``min_clips`` stored clips.
+    """
+    validate_against_version(split, version, min_clips=min_clips)
+    rows = _stored_rows(version)
+    return {s: {c: rows[c] for c in split.classes[s]} for s in SPLITS}
