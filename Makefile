@@ -1,11 +1,11 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   install into .venv, then run the whole pipeline on generated audio
-#   make test   install into .venv, then run the test suite
+#   make test   install into .venv, then lint (ruff, import contracts) and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo lint test bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,7 +21,10 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/siamese-audio demo
 
-test: setup
+lint: setup
+	BIN=$(BIN) bash .ci/lint
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: setup

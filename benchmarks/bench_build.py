@@ -124,7 +124,7 @@ def bench(dataset: str, data: Path, work: Path, min_clips: int) -> None:
     print(f"\n== {dataset}: {n} clips (real samples copied under new names) ==", flush=True)
     loop, loop_wall, loop_cpu = run_measured(
         [sys.executable, __file__, "--report-loop", dataset, str(src), str(work / f"{dataset}-pkl")], env)
-    exe = [sys.executable, "-m", "pipeline.cli", "build", dataset, str(src), "--json", "--no-progress"]
+    exe = [sys.executable, "-m", "siamese_audio.cli", "build", dataset, str(src), "--json", "--no-progress"]
     one, one_wall, one_cpu = run_measured(exe + ["--store", str(work / f"{dataset}-w1"), "--workers", "1"], env)
     two, two_wall, two_cpu = run_measured(exe + ["--store", str(work / f"{dataset}-w2"), "--workers", "2"], env)
     rate1 = steady_build_rate(one["timing"])

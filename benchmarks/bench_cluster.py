@@ -67,7 +67,7 @@ def stop_cluster(procs: list[subprocess.Popen]) -> None:
 
 
 def timed_build(src: Path, store: Path, extra: list[str], env: dict[str, str]) -> tuple[dict, float]:
-    cmd = [sys.executable, "-m", "pipeline.cli", "build", "audiomnist", str(src), "--store", str(store),
+    cmd = [sys.executable, "-m", "siamese_audio.cli", "build", "audiomnist", str(src), "--store", str(store),
            "--json", "--no-progress", *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)

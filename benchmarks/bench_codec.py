@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from features import store
-from features.audio import load_resampled
-from features.config import preset
-from features.transform import LogMel, pad_offset, pad_to
-from manifests.datasets import scan_dataset
+from siamese_audio.features import store
+from siamese_audio.features.audio import load_resampled
+from siamese_audio.features.config import preset
+from siamese_audio.features.transform import LogMel, pad_offset, pad_to
+from siamese_audio.manifests.datasets import scan_dataset
 
 
 def features_of(dataset: str, root: Path, limit: int) -> np.ndarray:
@@ -42,7 +42,7 @@ def measure(data: np.ndarray, codec: str, tmp: Path, reads: int = 300) -> tuple[
     import zarr
     from zarr.storage import LocalStore
 
-    from features.config import FeatureConfig
+    from siamese_audio.features.config import FeatureConfig
 
     path = tmp / codec
     n, m, f = data.shape

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from evaluation.evaluator import evaluate_one_shot, score_per_pair, summarize
-from evaluation.tasks import draw_tasks, make_pool
+from siamese_audio.evaluation.evaluator import evaluate_one_shot, score_per_pair, summarize
+from siamese_audio.evaluation.tasks import draw_tasks, make_pool
 
 
 class ReportLikeNet(nn.Module):
@@ -103,8 +103,8 @@ def main() -> None:
         # What evaluation really reads: a sealed feature version, one clip per chunk.
         import tempfile
 
-        from features.dummies import make_synthetic_version
-        from features.store import open_version
+        from siamese_audio.features.dummies import make_synthetic_version
+        from siamese_audio.features.store import open_version
 
         tmp = tempfile.mkdtemp(prefix="bench-eval-")
         version = open_version(make_synthetic_version(

@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from features.dummies import make_synthetic_version
-from features.store import open_version
-from training.checkpoint import resolve_device
-from training.config import ModelConfig, TrainConfig
-from training.data import ResidentReader, StoreReader
-from training.embedder import autocast_context
-from training.loop import train_step
-from training.model import build_model
-from training.sampler import PairBatch, sample_pair_batch
+from siamese_audio.features.dummies import make_synthetic_version
+from siamese_audio.features.store import open_version
+from siamese_audio.training.checkpoint import resolve_device
+from siamese_audio.training.config import ModelConfig, TrainConfig
+from siamese_audio.training.data import ResidentReader, StoreReader
+from siamese_audio.training.embedder import autocast_context
+from siamese_audio.training.loop import train_step
+from siamese_audio.training.model import build_model
+from siamese_audio.training.sampler import PairBatch, sample_pair_batch
 
 
 def step_per_pair_side(model, optimizer, x_left, x_right, labels, device) -> float:

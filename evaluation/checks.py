@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from manifests.errors import EvaluationError
+from siamese_audio.errors import EvaluationError
 
 #: Feature config keys that are labels, not settings (a differing name alone is not a mismatch).
 LABEL_KEYS = ("name",)

@@ -12,15 +12,16 @@ tie-breaking rule (first highest score; supports in random order).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from evaluation.embedder import Embedder
-from evaluation.metrics import CI_METHOD, choose, confusion_matrix, per_class_counts, wilson_interval
-from evaluation.tasks import ClipPool, OneShotTasks, draw_tasks, make_pool
-from manifests.errors import EvaluationError
+from siamese_audio.errors import EvaluationError
+from siamese_audio.evaluation.embedder import Embedder
+from siamese_audio.evaluation.metrics import CI_METHOD, choose, confusion_matrix, per_class_counts, wilson_interval
+from siamese_audio.evaluation.tasks import ClipPool, OneShotTasks, draw_tasks, make_pool
 
 #: ``read(rows) -> float32 array [shape=(len(rows), n_mels, n_frames)]``, e.g. ``FeatureVersion.read``.
 ReadFn = Callable[[np.ndarray], np.ndarray]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from manifests.errors import EvaluationError
+from siamese_audio.errors import EvaluationError
 
 #: Two-sided 95% standard normal quantile.
 Z95 = 1.959963984540054

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from evaluation.evaluator import OneShotResult
+from siamese_audio.evaluation.evaluator import OneShotResult
+from siamese_audio.files import save_figure
 
 
 def _pyplot():
@@ -54,8 +55,7 @@ def plot_confusion(result: OneShotResult, path: Path, *, title: str = "") -> Pat
     ax.set_title(title or f"{result.ways}-way one-shot confusion ({result.n_tasks} tasks, "
                           f"accuracy {result.accuracy:.3f})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return path
 
 
@@ -98,6 +98,5 @@ def plot_accuracy_vs_ways(
     runs = curve[0].runs if curve else 0
     ax.set_title(title or f"C-way one-shot accuracy ({runs} tasks per class, 95% Wilson CI)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return path

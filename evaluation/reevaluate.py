@@ -16,19 +16,20 @@ and the report says so.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
-from evaluation.checks import check_feature_config, check_input_shape, check_overlap
-from evaluation.embedder import Embedder
-from evaluation.metrics import CI_METHOD, Spread, per_class_counts, spread, wilson_interval
-from evaluation.suite import ClassesEvaluation, EvaluationSettings, evaluate_classes
-from manifests.errors import EvaluationError
-from manifests.split_catalog import clip_rows
-from manifests.splits import Split, make_random_split
+from siamese_audio.errors import EvaluationError
+from siamese_audio.evaluation.checks import check_feature_config, check_input_shape, check_overlap
+from siamese_audio.evaluation.embedder import Embedder
+from siamese_audio.evaluation.metrics import CI_METHOD, Spread, per_class_counts, spread, wilson_interval
+from siamese_audio.evaluation.suite import ClassesEvaluation, EvaluationSettings, evaluate_classes
+from siamese_audio.manifests.split_catalog import clip_rows
+from siamese_audio.manifests.splits import Split, make_random_split
 
 SUBSETS = ("test", "validation")
 

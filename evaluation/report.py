@@ -25,20 +25,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluation.baseline import BASELINE_NAME
-from evaluation.evaluator import OneShotResult
-from evaluation.metrics import CI_METHOD
-from evaluation.plots import plot_accuracy_vs_ways, plot_confusion
-from evaluation.reevaluate import EvaluationReport, SplitRun
+from siamese_audio.evaluation.baseline import BASELINE_NAME
+from siamese_audio.evaluation.evaluator import OneShotResult
+from siamese_audio.evaluation.metrics import CI_METHOD
+from siamese_audio.evaluation.plots import plot_accuracy_vs_ways, plot_confusion
+from siamese_audio.evaluation.reevaluate import EvaluationReport, SplitRun
+from siamese_audio.files import write_text_atomic
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def per_class_frame(run: SplitRun) -> pd.DataFrame:
@@ -191,7 +186,7 @@ def write_report(report: EvaluationReport, out_dir: str | os.PathLike[str]) -> d
     out_dir : path
         Created if needed; files of a previous report there are overwritten.
     """
-    from manifests.splits import write_split
+    from siamese_audio.manifests.splits import write_split
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,23 +195,23 @@ def write_report(report: EvaluationReport, out_dir: str | os.PathLike[str]) -> d
         folder = out / run.split_id
         folder.mkdir(exist_ok=True)
         res = run.evaluation.result
-        per_class_frame(run).to_csv(folder / "per_class.csv", index=False)
-        confusion_frame(res).to_csv(folder / "confusion.csv")
-        tasks_frame(run).to_csv(folder / "tasks.csv", index=False)
+        write_text_atomic(folder / "per_class.csv", per_class_frame(run).to_csv(index=False))
+        write_text_atomic(folder / "confusion.csv", confusion_frame(res).to_csv())
+        write_text_atomic(folder / "tasks.csv", tasks_frame(run).to_csv(index=False))
         plot_confusion(res, folder / "confusion.png", title=(
             f"{res.ways}-way one-shot confusion, split {run.split_id} ({run.subset})\n"
             f"{res.n_tasks} tasks, accuracy {res.accuracy:.3f}"))
         written[f"{run.split_id}/confusion.png"] = folder / "confusion.png"
         if run.evaluation.curve:
-            curve_frame(run).to_csv(folder / "curve.csv", index=False)
+            write_text_atomic(folder / "curve.csv", curve_frame(run).to_csv(index=False))
             plot_accuracy_vs_ways(run.evaluation.curve, folder / "accuracy_vs_ways.png",
                                   baseline=run.evaluation.baseline_curve)
             written[f"{run.split_id}/accuracy_vs_ways.png"] = folder / "accuracy_vs_ways.png"
         if run.source.path is None:
             write_split(run.source.split, folder / "split.parquet")
-    _write_text(out / REPORT_MD, render_markdown(report))
+    write_text_atomic(out / REPORT_MD, render_markdown(report))
     written[REPORT_MD] = out / REPORT_MD
-    _write_text(out / REPORT_JSON, json.dumps(report.to_dict(), indent=2, sort_keys=True, default=_jsonable) + "\n")
+    write_text_atomic(out / REPORT_JSON, json.dumps(report.to_dict(), indent=2, sort_keys=True, default=_jsonable) + "\n")
     written[REPORT_JSON] = out / REPORT_JSON
     return written
 

@@ -7,16 +7,17 @@ from embeddings computed once per clip.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from evaluation.baseline import BASELINE_NAME, RawCosineEmbedder
-from evaluation.embedder import Embedder
-from evaluation.evaluator import OneShotResult, ReadFn, embed_pool, score_cached, summarize
-from evaluation.tasks import draw_tasks, make_pool, validate_ways_runs
-from manifests.errors import EvaluationError
+from siamese_audio.errors import EvaluationError
+from siamese_audio.evaluation.baseline import BASELINE_NAME, RawCosineEmbedder
+from siamese_audio.evaluation.embedder import Embedder
+from siamese_audio.evaluation.evaluator import OneShotResult, ReadFn, embed_pool, score_cached, summarize
+from siamese_audio.evaluation.tasks import draw_tasks, make_pool, validate_ways_runs
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ with probability ``1 / C``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
-from manifests.errors import EvaluationError
+from siamese_audio.errors import EvaluationError
 
 
 @dataclass(frozen=True, eq=False)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.transform import resample, to_mono
-from manifests.errors import AudioDecodeError
+from siamese_audio.errors import AudioDecodeError
+from siamese_audio.features.transform import resample, to_mono
 
 
 @dataclass(frozen=True)

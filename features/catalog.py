@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from siamese_audio.files import write_parquet_atomic
 
 BASE_COLUMNS: dict[str, str] = {
     "row": "int64",            # row in the store; -1 when the clip was rejected
@@ -33,12 +36,8 @@ def write_catalog(path: Path, records: Iterable[dict[str, Any]], extra_columns: 
     Nothing time-dependent goes into the file, so the same records give the same bytes.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
-
     columns = {**BASE_COLUMNS, **extra_columns}
     rows = sorted(records, key=lambda r: (r["clip_id"], r["source_path"], r["reason"]))
     schema = pa.schema([(name, _arrow_type(kind)) for name, kind in columns.items()])
     table = pa.table({name: [r.get(name) for r in rows] for name in columns}, schema=schema)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd", write_statistics=False, store_schema=False)
-    tmp.replace(path)
+    write_parquet_atomic(path, table, compression="zstd", write_statistics=False, store_schema=False)

@@ -7,13 +7,13 @@ stages that read the store.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from features import catalog, store
-from features.config import FeatureConfig
+from siamese_audio.features import catalog, store
+from siamese_audio.features.config import FeatureConfig
 
 
 def make_synthetic_version(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from features.store import FeatureVersion
+from siamese_audio.features.store import FeatureVersion
+from siamese_audio.files import save_figure
 
 
 def plot_logmel_examples(version: FeatureVersion, path: str | Path, *, classes: Sequence[str] | None = None,
@@ -49,7 +50,4 @@ def plot_logmel_examples(version: FeatureVersion, path: str | Path, *, classes: 
         ax.set_ylabel("mel band")
     fig.colorbar(im, ax=axes.ravel().tolist(), label="dB (ref 1.0)", shrink=0.8)
     fig.suptitle(f"Log-mel spectrograms, one clip per class ({version.dataset}, version {version.version_id})")
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -16,7 +16,7 @@ every codec of :data:`features.store.CODECS`, and the store is read by zarr.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import scipy.fft
 
-from features.config import FeatureConfig
+from siamese_audio.features.config import FeatureConfig
 
 AMIN = 1e-10
 
@@ -153,7 +153,7 @@ class MelProjection:
 @functools.lru_cache(maxsize=8)
 def mel_basis(*, sample_rate: int, n_fft: int, n_mels: int) -> MelProjection:
     """librosa's Slaney mel filter bank (built once per configuration), as a :class:`MelProjection`."""
-    from features.mel import slaney_mel
+    from siamese_audio.features.mel import slaney_mel
 
     return MelProjection(slaney_mel(sample_rate=sample_rate, n_fft=n_fft, n_mels=n_mels))
 

@@ -11,8 +11,8 @@ import json
 import re
 from pathlib import Path
 
-from manifests.errors import DatasetLayoutError
-from manifests.sources import AUDIO_EXTENSIONS, ClipSource, DatasetScan, Rejection, is_hidden
+from siamese_audio.errors import DatasetLayoutError
+from siamese_audio.manifests.sources import AUDIO_EXTENSIONS, ClipSource, DatasetScan, Rejection, is_hidden
 
 NAME = re.compile(r"^(?P<digit>[0-9])_(?P<speaker>[0-9]{2})_(?P<rep>[0-9]+)$")
 COLUMN_TYPES = {"digit": "int64", "rep": "int64"}

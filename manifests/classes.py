@@ -8,7 +8,7 @@ index (0..49).
 
 from __future__ import annotations
 
-from manifests.errors import SplitError
+from siamese_audio.errors import SplitError
 
 AUDIOMNIST_SPEAKERS: tuple[str, ...] = tuple(f"{i:02d}" for i in range(1, 61))
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from manifests import audiomnist, esc50
-from manifests.errors import DatasetLayoutError
-from manifests.sources import DatasetScan
+from siamese_audio.errors import DatasetLayoutError
+from siamese_audio.manifests import audiomnist, esc50
+from siamese_audio.manifests.sources import DatasetScan
 
 ADAPTERS = {"audiomnist": audiomnist.scan, "esc50": esc50.scan}
 

@@ -10,7 +10,7 @@ archive never leaves a half-extracted dataset.
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import shutil
 import sys
@@ -20,8 +20,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from manifests.errors import DatasetLayoutError
-from manifests.files import content_hash
+from siamese_audio.errors import DatasetLayoutError
+from siamese_audio.files import content_hash, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,6 @@ class DownloadResult:
                 "sha256": self.sha256, "downloaded_bytes": self.downloaded_bytes,
                 "resumed_from": self.resumed_from, "extracted": self.extracted, "actions": self.actions}
 
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def fetch(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0) -> tuple[int, int]:
@@ -225,5 +224,5 @@ def download(dataset: str, to: str | os.PathLike[str], *, url: str | None = None
     extract(archive, release, to)
     result.extracted = True
     result.actions.append(f"extracted to {target}")
-    (to / f"{release.folder}.download.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")
+    write_json_atomic(to / f"{release.folder}.download.json", result.to_json())
     return result

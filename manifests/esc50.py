@@ -11,8 +11,8 @@ import csv
 import re
 from pathlib import Path
 
-from manifests.errors import DatasetLayoutError
-from manifests.sources import AUDIO_EXTENSIONS, ClipSource, DatasetScan, Rejection, is_hidden
+from siamese_audio.errors import DatasetLayoutError
+from siamese_audio.manifests.sources import AUDIO_EXTENSIONS, ClipSource, DatasetScan, Rejection, is_hidden
 
 NAME = re.compile(r"^(?P<fold>[0-9]+)-(?P<src>[^-]+)-(?P<take>[A-Za-z0-9]+)-(?P<target>[0-9]+)$")
 REQUIRED = ("filename", "fold", "target", "category", "esc10", "src_file", "take")

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from manifests.errors import SplitError
-from manifests.splits import MIN_CLIPS, SPLITS, Split
+from siamese_audio.errors import SplitError
+from siamese_audio.manifests.splits import MIN_CLIPS, SPLITS, Split
 
 
 def _stored_rows(version: Any) -> dict[str, np.ndarray]:

@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from manifests.classes import known_classes
-from manifests.errors import SplitError
-from manifests.splits import SPLITS, Split
+from siamese_audio.errors import SplitError
+from siamese_audio.manifests.classes import known_classes
+from siamese_audio.manifests.splits import SPLITS, Split
 
 
 def split_from_file(path: str | os.PathLike[str], *, dataset: str) -> Split:

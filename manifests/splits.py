@@ -36,12 +36,14 @@ import difflib
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
-from manifests.classes import known_classes
-from manifests.errors import SplitError
+from siamese_audio.errors import SplitError
+from siamese_audio.files import write_parquet_atomic
+from siamese_audio.manifests.classes import known_classes
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 SCHEMES: tuple[str, ...] = ("report", "random", "metaaudio", "file")
@@ -357,7 +359,6 @@ def write_split(split: Split, path: str | os.PathLike[str]) -> Path:
     Written to a temporary sibling and renamed, so a failed write leaves nothing.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path = Path(path)
     rows = [(split.dataset, c, s) for s in SPLITS for c in split.classes[s]]
@@ -373,12 +374,7 @@ def write_split(split: Split, path: str | os.PathLike[str]) -> Path:
     table = pa.table({name: [r[i] for r in rows] for i, name in enumerate(schema.names)}, schema=schema)
     if path.parent and not path.parent.is_dir():
         raise SplitError(f"{path}: expected an existing directory for the split manifest. {path.parent} does not exist.")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp, compression="none", write_statistics=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_parquet_atomic(path, table, compression="none", write_statistics=False)
     return path
 
 

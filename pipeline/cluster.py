@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from manifests.errors import DatasetLayoutError, SiameseAudioError, StoreError
+from siamese_audio.errors import DatasetLayoutError, SiameseAudioError, StoreError
+
+log = logging.getLogger(__name__)
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -29,7 +31,7 @@ def pin_threads() -> None:
 
 
 @contextlib.contextmanager
-def dask_client(*, workers: int | None = None, scheduler: str | None = None) -> Iterator["object"]:
+def dask_client(*, workers: int | None = None, scheduler: str | None = None) -> Iterator[object]:
     """A ``distributed.Client``: on ``scheduler`` if given, else on a local cluster.
 
     Parameters
@@ -122,21 +124,14 @@ def probe_worker(source_file: str, store_dir: str) -> dict[str, Any]:
 
 
 def environment() -> dict[str, str]:
-    """Versions that the feature version id stands for: the feature code and its libraries.
+    """What the feature version id stands for in this process: the feature code and its libraries.
 
     The client fingerprints its own; the workers compute the bytes, so theirs must match.
     """
-    from importlib import metadata
+    from siamese_audio.features.fingerprint import FEATURE_FORMAT_VERSION, byte_library_versions, code_digest
 
-    from features.fingerprint import _LIBRARIES, code_version
-
-    versions = dict(code_version())
-    for name in _LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
+    return {"feature_format": str(FEATURE_FORMAT_VERSION), "feature_code": code_digest(),
+            **byte_library_versions()}
 
 
 def check_workers(client, *, source_file: Path, store_dir: Path) -> dict[str, dict[str, Any]]:
@@ -156,8 +151,7 @@ def check_workers(client, *, source_file: Path, store_dir: Path) -> dict[str, di
         or library versions than the client (the version id would not describe its bytes).
     """
     if not client.scheduler_info().get("workers"):
-        print(f"Waiting for a first Dask worker to join {client.scheduler.address} ...",
-              file=sys.stderr, flush=True)
+        log.info(f"Waiting for a first Dask worker to join {client.scheduler.address} ...")
         client.wait_for_workers(1)
     reports = client.run(probe_worker, str(source_file), str(store_dir))
     bad = {addr: r["problems"] for addr, r in sorted(reports.items()) if r["problems"]}
@@ -182,7 +176,6 @@ def check_workers(client, *, source_file: Path, store_dir: Path) -> dict[str, di
     for addr, r in sorted(reports.items()):
         many = {lib: n for lib, n in r["threads"].items() if n > 1}
         if many:
-            print(f"warning: worker {addr} runs {many} threads; start workers with OMP_NUM_THREADS=1 "
-                  "OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 and --nthreads 1 (one process per core).",
-                  file=sys.stderr, flush=True)
+            log.warning(f"worker {addr} runs {many} threads; start workers with OMP_NUM_THREADS=1 "
+                        "OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 and --nthreads 1 (one process per core).")
     return reports

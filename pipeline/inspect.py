@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from features import store
-from manifests.errors import StoreError
+from siamese_audio.errors import StoreError
+from siamese_audio.features import store
 
 
 def inspect_version(path: str | Path) -> dict[str, Any]:

@@ -4,7 +4,7 @@ A build claims ``STORE/DATASET/VERSION_ID.lock`` (next to the version directory)
 by creating it with ``O_CREAT | O_EXCL``, which is atomic on local filesystems and
 on NFSv3+; the file holds who claimed it (host, pid, process start time, when).
 Another build of the same version waits for it (``wait_s``) or stops with a
-:class:`~manifests.errors.StoreError` naming the lock file and its holder.
+:class:`~siamese_audio.errors.StoreError` naming the lock file and its holder.
 
 A lock left by a killed build (``SIGKILL``, a crashed node) is *stale*. It is
 taken over automatically when its holder ran on this host and that process is
@@ -23,7 +23,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from manifests.errors import StoreError
+from siamese_audio.errors import StoreError
 
 # An empty or unreadable lock older than this was left by a process killed while writing it.
 UNREADABLE_GRACE_S = 10.0

@@ -1,6 +1,9 @@
-"""What one Dask task does: decode, transform and write one whole shard of clips.
+"""What one Dask task does: compute one whole shard of clips and write it with its marker.
 
-Only small results (per-clip status and the shard's checksum) go back to the client.
+The bytes are decided in :mod:`siamese_audio.features.clip` (and written by the
+store's writer); this module only runs it inside a worker (threads, malloc,
+zarr settings) and times it. Only small results (per-clip status and the
+shard's checksum) go back to the client.
 """
 
 from __future__ import annotations
@@ -9,14 +12,12 @@ import functools
 import os
 from dataclasses import dataclass
 
-import numpy as np
+from siamese_audio.features import store
+from siamese_audio.features.clip import ClipTask, compute_block, prepare_clip
+from siamese_audio.features.config import FeatureConfig
 
-from features import store
-from features.config import FeatureConfig
-from manifests.errors import AudioDecodeError
-
-# features.audio / features.transform (scipy.signal, librosa) are imported inside the
-# task functions: the client only pickles references to them and starts faster.
+# features.transform (scipy.fft) is imported inside the task functions: the client only
+# pickles references to them and starts faster.
 
 
 @functools.cache
@@ -44,15 +45,6 @@ def tune_malloc() -> bool:
 
 
 @dataclass(frozen=True)
-class ClipTask:
-    """One clip of a batch: its store row, id and absolute source path."""
-
-    row: int
-    clip_id: str
-    path: str
-
-
-@dataclass(frozen=True)
 class BatchSpec:
     """Everything a worker needs to write one shard (small, picklable)."""
 
@@ -66,54 +58,13 @@ class BatchSpec:
     codec: str
 
 
-def _too_long(n: int, config: FeatureConfig) -> str:
-    return (
-        f"{n} samples at {config.sample_rate} Hz ({n / config.sample_rate:.2f} s) is longer than the "
-        f"preset's {config.n_samples} ({config.n_samples / config.sample_rate:.2f} s); "
-        "rejected (use --crop-long to keep its start)"
-    )
-
-
-def prepare_clip(clip: ClipTask, config: FeatureConfig, seed: int, crop_long: bool) -> tuple[np.ndarray | None, dict]:
-    """Decode, resample and pad one clip.
-
-    Returns
-    -------
-    y : np.ndarray [shape=(config.n_samples,)] or None when rejected
-    info : dict
-        Catalog fields: sample_rate, channels, n_samples, pad_offset, cropped, status, reason.
-    """
-    from features.audio import load_resampled
-    from features.transform import pad_offset, pad_to
-
-    info = {"row": clip.row, "clip_id": clip.clip_id, "sample_rate": 0, "channels": 0,
-            "n_samples": 0, "pad_offset": 0, "cropped": False, "status": "rejected", "reason": ""}
-    try:
-        y, decoded = load_resampled(clip.path, target_sr=config.sample_rate)
-    except AudioDecodeError as exc:
-        info["reason"] = str(exc)
-        return None, info
-    info.update(sample_rate=decoded.sample_rate, channels=decoded.channels,
-                n_samples=int(decoded.samples.shape[0]))
-    if y.shape[0] > config.n_samples:
-        if not crop_long:
-            info["reason"] = f"{clip.path}: " + _too_long(int(y.shape[0]), config)
-            return None, info
-        info["cropped"] = True
-        info["reason"] = f"cropped from {y.shape[0]} to {config.n_samples} samples (kept the start)"
-        y = y[: config.n_samples]
-    offset = pad_offset(seed=seed, clip_id=clip.clip_id, n=int(y.shape[0]), target=config.n_samples)
-    info.update(pad_offset=offset, status="stored")
-    return pad_to(y, target=config.n_samples, offset=offset), info
-
-
 def warm_worker(config: FeatureConfig) -> int:
     """Import the feature code and build the mel filter bank once in this worker.
 
     The client submits it to every worker as soon as the cluster is up, so this
     start-up overlaps with scanning and hashing the dataset on the client.
     """
-    from features.transform import LogMel
+    from siamese_audio.features.transform import LogMel
 
     tune_malloc()
     store.configure_zarr_for_workers()
@@ -151,19 +102,8 @@ def write_batch(spec: BatchSpec) -> dict:
         marker = store.read_marker(spec.version_path, spec.batch_index) or {"clips": []}
         return {**marker, "batch": spec.batch_index, "cpu_s": time.process_time() - cpu0,
                 "wall_s": time.perf_counter() - wall0, "worker_pid": os.getpid()}
-    from features.transform import LogMel
-
-    config = spec.config
-    extract = LogMel(config)
-    first_row = spec.batch_index * spec.clips_per_shard
-    n = len(spec.clips)
-    block = np.full((n, config.n_mels, config.n_frames), np.nan, dtype=np.float32)
-    infos = []
-    for clip in spec.clips:
-        y, info = prepare_clip(clip, config, spec.seed, spec.crop_long)
-        if y is not None:
-            block[clip.row - first_row] = extract(y)
-        infos.append(info)
+    block, infos = compute_block(spec.clips, spec.config, seed=spec.seed, crop_long=spec.crop_long,
+                                 first_row=spec.batch_index * spec.clips_per_shard)
     digest = store.write_shard(spec.version_path, spec.batch_index, block, spec.clips_per_shard, spec.codec)
     result = {"batch": spec.batch_index, "shard_sha256": digest, "clips": infos}
     store.write_marker(spec.version_path, spec.batch_index, result)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from features.store import StoreLayout
-from manifests.dummies import make_audiomnist, make_esc50
-from pipeline.build import BuildConfig, build
+from siamese_audio.features.store import StoreLayout
+from siamese_audio.manifests.dummies import make_audiomnist, make_esc50
+from siamese_audio.pipeline.build import BuildConfig, build
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from features.store import open_version
-from manifests.dummies import make_audiomnist, make_esc50, synth_clip, write_esc50_csv
-from manifests.errors import AudioDecodeError, DatasetLayoutError
+from siamese_audio.errors import AudioDecodeError, DatasetLayoutError
+from siamese_audio.features.store import open_version
+from siamese_audio.manifests.dummies import make_audiomnist, make_esc50, synth_clip, write_esc50_csv
 
 
 def rejected(result) -> dict[str, str]:
@@ -166,7 +166,7 @@ def test_stereo_and_other_rates_are_downmixed_and_resampled(tmp_path, run_build)
 
 
 def test_cli_reports_bad_input_on_stderr_with_nonzero_exit(tmp_path, capsys):
-    from pipeline.cli import main
+    from siamese_audio.cli import main
 
     code = main(["build", "esc50", str(tmp_path / "absent"), "--store", str(tmp_path / "s"), "--json"])
     assert code == 2

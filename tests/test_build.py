@@ -14,11 +14,11 @@ import librosa
 import numpy as np
 import pytest
 
-from features import store
-from features.config import preset
-from features.store import open_version
-from manifests.errors import StoreError
-from pipeline.cli import main
+from siamese_audio.cli import main
+from siamese_audio.errors import StoreError
+from siamese_audio.features import store
+from siamese_audio.features.config import preset
+from siamese_audio.features.store import open_version
 from tests.conftest import tree_bytes
 
 
@@ -132,14 +132,14 @@ def test_read_returns_requested_rows_in_order(audiomnist_dir, tmp_path, run_buil
 
 
 def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "siamese_audio.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             cwd=Path(__file__).resolve().parents[1])
 
 
 @pytest.mark.slow
 def test_build_killed_with_sigkill_resumes_to_identical_bytes(tmp_path, run_build):
-    from manifests.dummies import make_audiomnist
+    from siamese_audio.manifests.dummies import make_audiomnist
 
     src = make_audiomnist(tmp_path / "am", speakers=("01", "02", "03", "04"), digits=6, reps=4)
     reference = run_build("audiomnist", src, tmp_path / "ref", clips_per_shard=1)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from features import store
-from features.store import StoreLayout
-from manifests.dummies import make_audiomnist
-from manifests.errors import DatasetLayoutError, StoreError
-from pipeline import lock
-from pipeline.build import BuildConfig, build, local_path
-from pipeline.cluster import check_workers, environment, probe_worker
+from siamese_audio.errors import DatasetLayoutError, StoreError
+from siamese_audio.features import store
+from siamese_audio.features.store import StoreLayout
+from siamese_audio.manifests.dummies import make_audiomnist
+from siamese_audio.pipeline import lock
+from siamese_audio.pipeline.build import BuildConfig, build, local_path
+from siamese_audio.pipeline.cluster import check_workers, environment, probe_worker
 from tests.conftest import tree_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def reference(dataset, tmp_path_factory):
 
 
 def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "siamese_audio.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=REPO)
 
 
@@ -396,10 +396,13 @@ def test_workers_with_other_libraries_or_code_are_refused(tmp_path):
     clip = tmp_path / "a.wav"
     clip.write_bytes(b"RIFF")
     good = probe_worker(str(clip), str(tmp_path))
-    assert good["versions"] == environment() and "librosa" in good["versions"]
-    old = {**good, "versions": {**good["versions"], "librosa": "0.9.0"}}
+    assert good["versions"] == environment() and {"scipy", "feature_code", "feature_format"} <= set(good["versions"])
+    old = {**good, "versions": {**good["versions"], "scipy": "1.9.0"}}
     reports = {"tcp://10.0.0.7:40000": old, "tcp://10.0.0.8:40000": good}
-    with pytest.raises(StoreError, match=(r"Found differences:\n  worker tcp://10.0.0.7:40000: librosa 0.9.0 "
-                                          rf"\(client: {good['versions']['librosa']}\)\nInstall")):
+    with pytest.raises(StoreError, match=(r"Found differences:\n  worker tcp://10.0.0.7:40000: scipy 1.9.0 "
+                                          rf"\(client: {good['versions']['scipy']}\)\nInstall")):
         check_workers(_FakeClient(reports), source_file=clip, store_dir=tmp_path)
+    edited = {**good, "versions": {**good["versions"], "feature_code": "0" * 32}}
+    with pytest.raises(StoreError, match="worker tcp://10.0.0.7:40000: feature_code 0{32}"):
+        check_workers(_FakeClient({"tcp://10.0.0.7:40000": edited}), source_file=clip, store_dir=tmp_path)
     assert check_workers(_FakeClient({"tcp://10.0.0.8:40000": good}), source_file=clip, store_dir=tmp_path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from siamese_audio.cli import main
 
 
 @pytest.mark.slow

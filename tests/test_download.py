@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from manifests.download import download
-from manifests.dummies import make_esc50
-from manifests.errors import DatasetLayoutError
+from siamese_audio.errors import DatasetLayoutError
+from siamese_audio.manifests.download import download
+from siamese_audio.manifests.dummies import make_esc50
 
 
 def esc50_zip(tmp_path: Path) -> bytes:
@@ -61,7 +61,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/ESC-50-master.zip"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.thread.start()
         return self
 

@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from evaluation.cli import add_parser
-from features.dummies import make_synthetic_version
-from features.store import open_version
-from manifests.errors import EvaluationError
-from manifests.splits import Split, write_split
+from siamese_audio.cli.evaluate import add_parser
+from siamese_audio.errors import EvaluationError
+from siamese_audio.features.dummies import make_synthetic_version
+from siamese_audio.features.store import open_version
+from siamese_audio.manifests.splits import Split, write_split
 
 CLASSES = [f"{i:02d}" for i in range(1, 11)]
 TRAIN, VALIDATION, TEST = CLASSES[:5], CLASSES[5:7], CLASSES[7:]
@@ -45,7 +45,7 @@ def data(tmp_path_factory):
 @pytest.fixture
 def fake_checkpoint(monkeypatch, data):
     """Replace training's loader: a mean-spectrum embedder with a matching description."""
-    import training.checkpoint
+    import siamese_audio.training.checkpoint as checkpoint_module
 
     version = data["version"]
     meta = {"feature_config": dict(version.feature_config), "feature_version_id": version.version_id,
@@ -57,7 +57,7 @@ def fake_checkpoint(monkeypatch, data):
         calls.append((path, device))
         return MeanEmbedder(), dict(meta)
 
-    monkeypatch.setattr(training.checkpoint, "load_embedder", load_embedder)
+    monkeypatch.setattr(checkpoint_module, "load_embedder", load_embedder)
     return {"meta": meta, "calls": calls}
 
 
@@ -118,9 +118,9 @@ def test_real_checkpoint_end_to_end(data, tmp_path, capsys):
 
     import torch
 
-    from training.checkpoint import describe, save_checkpoint
-    from training.config import preset
-    from training.model import build_model
+    from siamese_audio.training.checkpoint import describe, save_checkpoint
+    from siamese_audio.training.config import preset
+    from siamese_audio.training.model import build_model
 
     torch.set_num_threads(1)
     version = data["version"]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.baseline import RawCosineEmbedder
-from evaluation.embedder import Embedder
-from evaluation.evaluator import evaluate_one_shot, evaluate_one_shot_per_pair
-from evaluation.metrics import wilson_interval
-from evaluation.suite import EvaluationSettings, evaluate_classes
-from manifests.errors import EvaluationError
+from siamese_audio.errors import EvaluationError
+from siamese_audio.evaluation.baseline import RawCosineEmbedder
+from siamese_audio.evaluation.embedder import Embedder
+from siamese_audio.evaluation.evaluator import evaluate_one_shot, evaluate_one_shot_per_pair
+from siamese_audio.evaluation.metrics import wilson_interval
+from siamese_audio.evaluation.suite import EvaluationSettings, evaluate_classes
 
 N_MELS, N_FRAMES = 4, 6
 

@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from evaluation.checks import check_feature_config, check_overlap, feature_config_differences
-from evaluation.metrics import spread, wilson_interval
-from evaluation.reevaluate import SplitSource, evaluate_checkpoint, regenerate_splits
-from evaluation.report import write_report
-from evaluation.suite import EvaluationSettings
-from features.dummies import make_synthetic_version
-from features.store import open_version
-from manifests.errors import EvaluationError
-from manifests.splits import Split
+from siamese_audio.errors import EvaluationError
+from siamese_audio.evaluation.checks import check_feature_config, check_overlap, feature_config_differences
+from siamese_audio.evaluation.metrics import spread, wilson_interval
+from siamese_audio.evaluation.reevaluate import SplitSource, evaluate_checkpoint, regenerate_splits
+from siamese_audio.evaluation.report import write_report
+from siamese_audio.evaluation.suite import EvaluationSettings
+from siamese_audio.features.dummies import make_synthetic_version
+from siamese_audio.features.store import open_version
+from siamese_audio.manifests.splits import Split
 
 CLASSES = [f"{i:02d}" for i in range(1, 13)]  # 12 "speakers"
 TRAIN = CLASSES[:6]

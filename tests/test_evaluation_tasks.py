@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.tasks import draw_tasks, make_pool
-from manifests.errors import EvaluationError
+from siamese_audio.errors import EvaluationError
+from siamese_audio.evaluation.tasks import draw_tasks, make_pool
 
 
 def class_rows(n_classes: int = 6, clips: int = 4, start: int = 100) -> dict[str, np.ndarray]:

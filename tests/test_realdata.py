@@ -9,9 +9,9 @@ import librosa
 import numpy as np
 import pytest
 
-from features.config import preset
-from features.store import open_version
-from manifests.dummies import write_esc50_csv
+from siamese_audio.features.config import preset
+from siamese_audio.features.store import open_version
+from siamese_audio.manifests.dummies import write_esc50_csv
 
 pytestmark = pytest.mark.realdata
 

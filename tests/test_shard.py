@@ -7,9 +7,9 @@ import pytest
 import zarr
 from zarr.storage import LocalStore
 
-from features import store
-from features.config import FeatureConfig
-from features.shard import encode_shard
+from siamese_audio.features import store
+from siamese_audio.features.config import FeatureConfig
+from siamese_audio.features.shard import encode_shard
 
 CFG = FeatureConfig(name="t", sample_rate=8000, n_samples=19 * 64, n_fft=128, hop_length=64, n_mels=16)
 
@@ -46,8 +46,8 @@ def test_encoded_shard_equals_zarrs_bytes(tmp_path, codec, case):
 
 @pytest.mark.parametrize("codec", store.CODECS)
 def test_fast_reader_equals_zarr_reads(tmp_path, codec):
-    from features import catalog
-    from features.store import open_version
+    from siamese_audio.features import catalog
+    from siamese_audio.features.store import open_version
 
     rng = np.random.default_rng(1)
     n, per = 13, 4
@@ -69,9 +69,9 @@ def test_fast_reader_equals_zarr_reads(tmp_path, codec):
 
 
 def test_damaged_shard_index_is_named(tmp_path):
-    from features import catalog
-    from features.store import open_version
-    from manifests.errors import StoreError
+    from siamese_audio.errors import StoreError
+    from siamese_audio.features import catalog
+    from siamese_audio.features.store import open_version
 
     layout = store.StoreLayout(clips_per_shard=4, codec="blosc-lz4")
     path = tmp_path / "v"

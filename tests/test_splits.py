@@ -11,13 +11,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from manifests import cli, splits
-from manifests.classes import AUDIOMNIST_SPEAKERS, ESC50_CATEGORIES, known_classes
-from manifests.errors import SplitError
-from manifests.split_catalog import clip_rows, validate_against_version
-from manifests.split_lists import split_from_file
-from manifests.splits import (
-    Split, make_metaaudio_split, make_random_split, make_report_split, read_split, validate, write_split,
+from siamese_audio.cli import splits as cli
+from siamese_audio.errors import SplitError
+from siamese_audio.manifests import splits
+from siamese_audio.manifests.classes import AUDIOMNIST_SPEAKERS, ESC50_CATEGORIES, known_classes
+from siamese_audio.manifests.split_catalog import clip_rows, validate_against_version
+from siamese_audio.manifests.split_lists import split_from_file
+from siamese_audio.manifests.splits import (
+    Split,
+    make_metaaudio_split,
+    make_random_split,
+    make_report_split,
+    read_split,
+    validate,
+    write_split,
 )
 
 SHARED_ESC50_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc50" / "meta" / "esc50.csv"
@@ -309,7 +316,7 @@ def test_clip_rows_join_with_catalog():
     assert rows["validation"] == {}
     assert sorted(rows["train"]) == ["01", "02"] and sorted(rows["test"]) == ["03", "04"]
     stored = v.stored()
-    for name, per_class in rows.items():
+    for per_class in rows.values():
         for cls, r in per_class.items():
             assert r.dtype == np.int64 and np.all(np.diff(r) > 0)
             assert sorted(r.tolist()) == sorted(stored.loc[stored["class"] == cls, "row"].tolist())
@@ -335,8 +342,8 @@ def test_classes_with_too_few_stored_clips_are_named():
 
 
 def test_clip_rows_on_a_real_synthetic_version(tmp_path):
-    from features.dummies import make_synthetic_version
-    from features.store import open_version
+    from siamese_audio.features.dummies import make_synthetic_version
+    from siamese_audio.features.store import open_version
 
     classes = [f"{i:02d}" for i in range(1, 9)]
     v = open_version(make_synthetic_version(tmp_path, dataset="audiomnist", classes=classes,
@@ -409,7 +416,7 @@ def test_cli_refusals_write_nothing(tmp_path, capsys):
 
 
 def test_cli_with_features(tmp_path, capsys):
-    from features.dummies import make_synthetic_version
+    from siamese_audio.features.dummies import make_synthetic_version
 
     classes = [f"{i:02d}" for i in range(1, 9)]
     vpath = make_synthetic_version(tmp_path / "store", dataset="audiomnist", classes=classes,
@@ -445,7 +452,7 @@ def test_cli_with_features(tmp_path, capsys):
 
 
 def test_console_script_main_reports_errors_with_exit_2(tmp_path, capsys):
-    from pipeline.cli import main
+    from siamese_audio.cli import main
 
     out_path = tmp_path / "m.parquet"
     assert main(["split", "esc50", "--scheme", "metaaudio", "--out", str(out_path), "--json"]) == 0

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.embedder import Embedder
-from evaluation.evaluator import evaluate_one_shot
-from features.dummies import make_synthetic_version
-from features.store import SEAL
-from manifests.errors import SplitError, StoreError, TrainingError
-from manifests.splits import Split, make_random_split, write_split
-from training.checkpoint import load_checkpoint, load_embedder, resolve_device
-from training.cli import main
-from training.config import preset
-from training.data import open_training_inputs
-from training.loop import RunData, fit, run_data_from_inputs
+from siamese_audio.cli import main
+from siamese_audio.errors import SplitError, StoreError, TrainingError
+from siamese_audio.evaluation.embedder import Embedder
+from siamese_audio.evaluation.evaluator import evaluate_one_shot
+from siamese_audio.features.dummies import make_synthetic_version
+from siamese_audio.features.store import SEAL
+from siamese_audio.manifests.splits import Split, make_random_split, write_split
+from siamese_audio.training.checkpoint import load_checkpoint, load_embedder, resolve_device
+from siamese_audio.training.config import preset
+from siamese_audio.training.data import open_training_inputs
+from siamese_audio.training.loop import RunData, fit, run_data_from_inputs
 
 torch.set_num_threads(2)
 

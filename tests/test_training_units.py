@@ -9,15 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from manifests.errors import TrainingError
-from training.config import (
-    ModelConfig, TrainConfig, load_config, model_config_from_dict, neg_count, parse_ratio, preset,
+from siamese_audio.errors import TrainingError
+from siamese_audio.training.config import (
+    ModelConfig,
+    TrainConfig,
+    load_config,
+    model_config_from_dict,
+    neg_count,
+    parse_ratio,
+    preset,
     train_config_from_dict,
 )
-from training.losses import pair_loss
-from training.metrics import EvalRecord, plot_curves, write_metrics_csv
-from training.model import SiameseNet, build_model
-from training.sampler import sample_pair_batch, validate_class_rows
+from siamese_audio.training.losses import pair_loss
+from siamese_audio.training.metrics import EvalRecord, plot_curves, write_metrics_csv
+from siamese_audio.training.model import SiameseNet, build_model
+from siamese_audio.training.sampler import sample_pair_batch, validate_class_rows
 
 torch.set_num_threads(2)
 

@@ -6,9 +6,9 @@ import librosa
 import numpy as np
 import pytest
 
-from features.config import PRESETS, FeatureConfig, preset
-from features.transform import LogMel, logmel, pad_offset, pad_to, resample, to_mono
-from manifests.errors import FeatureConfigError
+from siamese_audio.errors import FeatureConfigError
+from siamese_audio.features.config import PRESETS, FeatureConfig, preset
+from siamese_audio.features.transform import LogMel, logmel, pad_offset, pad_to, resample, to_mono
 
 
 def librosa_logmel(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -93,7 +93,7 @@ def test_invalid_feature_config_is_rejected_with_reason():
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_mel_filter_bank_is_librosas(name):
-    from features.mel import slaney_mel
+    from siamese_audio.features.mel import slaney_mel
 
     cfg = preset(name)
     ours = slaney_mel(sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
@@ -116,7 +116,7 @@ def test_resample_is_scipy_signal_resample(n, orig, target):
 def test_hann_window_is_scipys():
     import scipy.signal
 
-    from features.transform import hann_window
+    from siamese_audio.features.transform import hann_window
 
     np.testing.assert_allclose(hann_window(4096), scipy.signal.get_window("hann", 4096, fftbins=True), atol=1e-7)
 
@@ -125,7 +125,7 @@ def test_hann_window_is_scipys():
 def test_pcm16_decoding_equals_libsndfile_floats(tmp_path, channels):
     import soundfile as sf
 
-    from features.audio import decode
+    from siamese_audio.features.audio import decode
 
     y = np.random.default_rng(0).uniform(-1, 1, (5000, channels)).astype(np.float32)
     sf.write(tmp_path / "a.wav", y, 44_100, subtype="PCM_16")

@@ -10,20 +10,19 @@ the split id, the training classes, the dataset, seeds and library versions.
 from __future__ import annotations
 
 import io
-import platform
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from manifests.errors import TrainingError
-from training.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
-from training.embedder import TorchEmbedder
-from manifests.files import write_atomic
-from training.model import SiameseNet
+from siamese_audio import versions
+from siamese_audio.errors import TrainingError
+from siamese_audio.files import write_atomic
+from siamese_audio.training.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
+from siamese_audio.training.embedder import TorchEmbedder
+from siamese_audio.training.model import SiameseNet
 
 FORMAT = "siamese-audio-checkpoint/1"
 LAST = "last.pt"
@@ -38,13 +37,8 @@ META_KEYS = (
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries that determine the weights."""
-    versions = {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": str(np.__version__)}
-    try:
-        versions["siamese-audio"] = metadata.version("siamese-audio")
-    except metadata.PackageNotFoundError:
-        versions["siamese-audio"] = "unknown (not installed)"
-    return versions
+    """Versions of Python and the libraries that determine the weights, and of this tool."""
+    return {**versions.library_versions(("torch", "numpy"), python=True), "siamese-audio": versions.package_version()}
 
 
 def rng_states(rng: np.random.Generator) -> dict[str, Any]:
@@ -104,7 +98,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise TrainingError(f"Checkpoint {path} does not exist.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a damaged file
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged file
         raise TrainingError(f"Checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from manifests.errors import TrainingError
+from siamese_audio.errors import TrainingError
 
 POOLINGS = ("max", "avg")
 INPUT_NORMS = ("none", "standardize")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from manifests.errors import TrainingError
+from siamese_audio.errors import TrainingError
 
 ReadFn = Callable[[np.ndarray], np.ndarray]
 
@@ -77,9 +77,9 @@ def open_training_inputs(
     TrainingError
         Altered version, or ids that differ from the expected ones.
     """
-    from features.store import open_version
-    from manifests.split_catalog import clip_rows
-    from manifests.splits import read_split
+    from siamese_audio.features.store import open_version
+    from siamese_audio.manifests.split_catalog import clip_rows
+    from siamese_audio.manifests.splits import read_split
 
     version = open_version(features)
     if expect_version_id is not None and version.version_id != expect_version_id:

@@ -7,7 +7,7 @@ import contextlib
 import numpy as np
 import torch
 
-from training.model import SiameseNet
+from siamese_audio.training.model import SiameseNet
 
 
 def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:

@@ -26,17 +26,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from manifests.errors import TrainingError
-from training.checkpoint import (
-    BEST, LAST, describe, load_checkpoint, resolve_device, restore_rng_states, rng_states, save_checkpoint,
+from siamese_audio.errors import TrainingError
+from siamese_audio.evaluation import evaluate_one_shot
+from siamese_audio.training.checkpoint import (
+    BEST,
+    LAST,
+    describe,
+    load_checkpoint,
+    resolve_device,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
 )
-from training.config import ModelConfig, TrainConfig
-from training.data import ReadFn, ResidentReader, StoreReader, TrainingInputs, input_stats
-from training.embedder import TorchEmbedder, autocast_context
-from training.losses import pair_loss
-from training.metrics import EvalRecord, plot_curves, write_metrics_csv
-from training.model import SiameseNet, build_model
-from training.sampler import PairBatch, sample_pair_batch, validate_class_rows
+from siamese_audio.training.config import ModelConfig, TrainConfig
+from siamese_audio.training.data import ReadFn, ResidentReader, StoreReader, TrainingInputs, input_stats
+from siamese_audio.training.embedder import TorchEmbedder, autocast_context
+from siamese_audio.training.losses import pair_loss
+from siamese_audio.training.metrics import EvalRecord, plot_curves, write_metrics_csv
+from siamese_audio.training.model import SiameseNet, build_model
+from siamese_audio.training.sampler import PairBatch, sample_pair_batch, validate_class_rows
 
 METRICS_CSV = "metrics.csv"
 CURVES_PNG = "curves.png"
@@ -241,12 +249,6 @@ def _check_resume(payload: dict[str, Any], described: dict[str, Any], path: Path
             )
 
 
-def _default_evaluate() -> Callable[..., Any]:
-    from evaluation.evaluator import evaluate_one_shot
-
-    return evaluate_one_shot
-
-
 def fit(
     data: RunData,
     model_config: ModelConfig,
@@ -288,7 +290,7 @@ def fit(
     run_dir = Path(run_dir)
     check_run_data(data, train_config)
     torch_device = resolve_device(device)
-    evaluate = evaluate or _default_evaluate()
+    evaluate = evaluate or evaluate_one_shot
     described = describe(model_config=model_config, train_config=train_config, input_shape=data.shape,
                          run_meta=data.run_meta())
 

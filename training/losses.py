@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from training.model import SiameseNet
+from siamese_audio.training.model import SiameseNet
 
 
 def pair_loss(

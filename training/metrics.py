@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from manifests.files import write_atomic
+from siamese_audio.files import save_figure, write_atomic
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,4 @@ def plot_curves(
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    write_atomic(path, buffer.getvalue())
+    save_figure(fig, path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.config import ModelConfig
+from siamese_audio.training.config import ModelConfig
 
 
 def _glorot(module: nn.Module) -> None:

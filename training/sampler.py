@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from manifests.errors import TrainingError
+from siamese_audio.errors import TrainingError
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli import emit
+from siamese_audio.cli.output import emit
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,11 +38,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from features.store import StoreLayout
-    from pipeline.build import BuildConfig, build
+    from siamese_audio.features.store import StoreLayout
+    from siamese_audio.pipeline.build import BuildConfig, build
 
     if args.workers is not None and args.workers < 1:
-        from manifests.errors import SiameseAudioError
+        from siamese_audio.errors import SiameseAudioError
 
         raise SiameseAudioError(f"Expected --workers to be at least 1. Got {args.workers}.")
     cfg = BuildConfig(
@@ -66,7 +66,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from pipeline.inspect import inspect_version
+    from siamese_audio.pipeline.inspect import inspect_version
 
     info = inspect_version(args.version_path)
     text = [
@@ -82,7 +82,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from features.store import verify
+    from siamese_audio.features.store import verify
 
     problems = verify(args.version_path)
     text = "intact: every checksum matches" if not problems else "CHANGED:\n  " + "\n  ".join(problems)

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from manifests.classes import DATASETS
-from manifests.errors import SplitError
+from siamese_audio.errors import SplitError
+from siamese_audio.manifests.classes import DATASETS
 
 if TYPE_CHECKING:
-    from manifests.splits import Split
+    from siamese_audio.manifests.splits import Split
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _make(args: argparse.Namespace, version) -> Split:
-    from manifests import split_lists, splits
+    from siamese_audio.manifests import split_lists, splits
 
     classes = version.classes() if version is not None else None
     if args.from_file is not None:
@@ -71,14 +71,14 @@ def _make(args: argparse.Namespace, version) -> Split:
 def _open(path: Path | None):
     if path is None:
         return None
-    from features.store import open_version
+    from siamese_audio.features.store import open_version
 
     return open_version(path)
 
 
 def run_split(args: argparse.Namespace) -> int:
-    from manifests import split_catalog, splits
-    from pipeline.cli import emit
+    from siamese_audio.cli.output import emit
+    from siamese_audio.manifests import split_catalog, splits
 
     version = _open(args.features)
     if version is not None and version.dataset != args.dataset:
@@ -98,8 +98,8 @@ def run_split(args: argparse.Namespace) -> int:
 
 
 def run_split_show(args: argparse.Namespace) -> int:
-    from manifests import split_catalog, splits
-    from pipeline.cli import emit
+    from siamese_audio.cli.output import emit
+    from siamese_audio.manifests import split_catalog, splits
 
     split = splits.read_split(args.manifest)
     version = _open(args.features)

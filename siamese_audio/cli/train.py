@@ -1,21 +1,26 @@
-"""``siamese-audio train``: argument parsing only; the work is in :func:`training.loop.fit`."""
+"""``siamese-audio train``: argument parsing only; the work is in :func:`siamese_audio.training.loop.fit`."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from manifests.errors import SiameseAudioError, TrainingError
-from training.config import (
-    PRESETS, ModelConfig, TrainConfig, load_config, model_config_from_dict, preset, train_config_from_dict,
+from siamese_audio.cli.output import emit
+from siamese_audio.errors import TrainingError
+from siamese_audio.training.config import (
+    PRESETS,
+    ModelConfig,
+    TrainConfig,
+    load_config,
+    model_config_from_dict,
+    preset,
+    train_config_from_dict,
 )
 
 if TYPE_CHECKING:
-    from training.loop import TrainResult
+    from siamese_audio.training.loop import TrainResult
 
 # torch-importing modules (training.data, training.loop) are imported inside the
 # functions: every other subcommand of the console script starts without torch.
@@ -76,16 +81,16 @@ def _resume_args(args: argparse.Namespace) -> tuple[Path, dict]:
             f"--resume continues {run_dir} with its checkpoint's settings; expected no {', '.join(changed)}. "
             "Start a new run directory to change them."
         )
-    from training.loop import resume_settings
+    from siamese_audio.training.loop import resume_settings
 
     return run_dir, resume_settings(run_dir)
 
 
 def train_from_args(args: argparse.Namespace) -> TrainResult:
-    from training.data import open_training_inputs
-    from training.loop import fit, run_data_from_inputs
+    """Open the inputs, build the configs and run :func:`siamese_audio.training.loop.fit`."""
+    from siamese_audio.training.data import open_training_inputs
+    from siamese_audio.training.loop import fit, run_data_from_inputs
 
-    """Open the inputs, build the configs and run :func:`training.loop.fit`."""
     if args.resume is not None:
         run_dir, saved = _resume_args(args)
         model = model_config_from_dict(saved["model_config"])
@@ -107,11 +112,7 @@ def train_from_args(args: argparse.Namespace) -> TrainResult:
 
 def run_train(args: argparse.Namespace) -> int:
     """Entry point of ``siamese-audio train``; returns the exit code."""
-    try:
-        result = train_from_args(args)
-    except SiameseAudioError as exc:
-        print(f"siamese-audio train: error: {exc}", file=sys.stderr)
-        return 2
+    result = train_from_args(args)
     best = next((r for r in result.history if r.epoch == result.best_epoch), None)
     summary = {
         "best_checkpoint": str(result.best_checkpoint), "best_val_accuracy": result.best_val_accuracy,
@@ -121,23 +122,10 @@ def run_train(args: argparse.Namespace) -> int:
         "run_dir": str(result.run_dir), "last_checkpoint": str(result.run_dir / "last.pt"),
         "metrics": str(result.run_dir / "metrics.csv"), "curves": str(result.run_dir / "curves.png"),
     }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        ci = summary["best_val_ci95"] or [0.0, 0.0]
-        print(f"best validation accuracy {result.best_val_accuracy:.3f} (95% Wilson CI {ci[0]:.3f}-{ci[1]:.3f}, "
-              f"{summary['best_val_n_tasks']} tasks) at epoch {result.best_epoch} "
-              f"({result.epochs_run} epochs, stopped by {result.stopped}); best weights: {result.best_checkpoint}")
+    ci = summary["best_val_ci95"] or [0.0, 0.0]
+    emit(summary, args.json,
+         f"best validation accuracy {result.best_val_accuracy:.3f} (95% Wilson CI {ci[0]:.3f}-{ci[1]:.3f}, "
+         f"{summary['best_val_n_tasks']} tasks) at epoch {result.best_epoch} "
+         f"({result.epochs_run} epochs, stopped by {result.stopped}); best weights: {result.best_checkpoint}")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``train`` alone (``python -m training.cli ...``), before the console script exists."""
-    parser = argparse.ArgumentParser(prog="siamese-audio")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

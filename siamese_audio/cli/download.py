@@ -18,8 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from manifests.download import download
-    from pipeline.cli import emit
+    from siamese_audio.cli.output import emit
+    from siamese_audio.manifests.download import download
 
     result = download(args.dataset, args.to, url=args.url, sha256=args.sha256, progress=not args.no_progress)
     text = "\n".join([*result.actions, f"dataset root: {result.root}",

@@ -7,19 +7,22 @@
         [--batch-size B] [--out REPORT_DIR] [--device auto] [--allow-overlap] [--allow-feature-mismatch]
         [--no-curve] [--no-baseline] [--json]
 
-Only this module touches :mod:`training` (to load the checkpoint as an embedder),
-and only inside :func:`run_evaluate`.
+The shell composes the stages here: it loads the checkpoint with training's
+loader and hands evaluation the embedder and the checkpoint's description;
+the evaluation stage itself never imports training.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
-from manifests.errors import EvaluationError
+from siamese_audio.cli.output import emit
+from siamese_audio.errors import EvaluationError
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -68,19 +71,14 @@ def default_out_dir(checkpoint: str) -> Path:
     return (path if path.is_dir() else path.parent) / "evaluation"
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
     """Load, check, evaluate, write the report, print the summary. Returns the exit code."""
-    from features.store import open_version
-    from manifests.splits import read_split
-    from training.checkpoint import load_embedder  # the only import of training in evaluation
-
-    from evaluation.reevaluate import SplitSource, evaluate_checkpoint, regenerate_splits
-    from evaluation.report import write_report
-    from evaluation.suite import EvaluationSettings
+    from siamese_audio.evaluation.reevaluate import SplitSource, evaluate_checkpoint, regenerate_splits
+    from siamese_audio.evaluation.report import write_report
+    from siamese_audio.evaluation.suite import EvaluationSettings
+    from siamese_audio.features.store import open_version
+    from siamese_audio.manifests.splits import read_split
+    from siamese_audio.training.checkpoint import load_embedder
 
     if not args.split and args.regenerate is None:
         raise EvaluationError("Expected at least one --split FILE or --regenerate K. Got neither.")
@@ -91,7 +89,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                   curve=not args.no_curve, baseline=not args.no_baseline)
     version = open_version(args.features)
     sources = [SplitSource(split=read_split(p), path=str(p)) for p in args.split]
-    _log(f"loading {args.checkpoint} (device {args.device})")
+    log.info(f"loading {args.checkpoint} (device {args.device})")
     embedder, meta = load_embedder(args.checkpoint, args.device)
     notes: list[str] = []
     if args.regenerate is not None:
@@ -99,7 +97,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                          seed=args.seed, n_classes=args.test_classes,
                                          allow_overlap=args.allow_overlap)
         sources += drawn
-    _log(f"evaluating {len(sources)} split(s): {settings.ways}-way, {settings.runs} tasks per class")
+    log.info(f"evaluating {len(sources)} split(s): {settings.ways}-way, {settings.runs} tasks per class")
     report = evaluate_checkpoint(
         embedder, meta, version, sources, settings, checkpoint=str(args.checkpoint), subset=args.subset,
         allow_overlap=args.allow_overlap, allow_feature_mismatch=args.allow_feature_mismatch, notes=notes,
@@ -107,7 +105,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else default_out_dir(args.checkpoint)
     write_report(report, out_dir)
     for note in report.notes:
-        _log(f"note: {note}")
+        log.info(f"note: {note}")
     summary: dict[str, Any] = {
         **report.pooled(),
         "split_ids": report.context["split_ids"],
@@ -116,10 +114,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "feature_version_id": version.version_id, "checkpoint": str(args.checkpoint),
         "report_dir": str(out_dir), "notes": list(report.notes),
     }
-    if args.json:
-        print(json.dumps(summary, sort_keys=True, default=str))
-    else:
-        print(_text(summary))
+    emit(summary, args.json, _text(summary))
     return 0
 
 

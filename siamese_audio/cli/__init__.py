@@ -1,0 +1,62 @@
+"""The ``siamese-audio`` console script: one subcommand per stage; it only parses and calls.
+
+Convention for every subcommand: with ``--json``, stdout carries exactly one
+line, a JSON object; progress bars and logs go to stderr (``-v`` for more,
+``-q`` for less). Errors of the :class:`~siamese_audio.errors.SiameseAudioError`
+family print their message on stderr and exit with status 2.
+
+This package is the shell above the stages: it may import any of them, and it
+composes them where one stage needs another's product (``evaluate`` loads a
+checkpoint with training's loader and hands evaluation the embedder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from siamese_audio.errors import SiameseAudioError
+from siamese_audio.logs import configure
+
+# Modules that register their own subcommands with add_parser(subparsers), in help order.
+SUBCOMMAND_MODULES = (
+    "siamese_audio.cli.build", "siamese_audio.cli.splits", "siamese_audio.cli.download",
+    "siamese_audio.cli.train", "siamese_audio.cli.evaluate", "siamese_audio.cli.demo",
+)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The root parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="siamese-audio",
+        description="Few-shot audio learning with Siamese networks: feature store, splits, training, evaluation.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log messages on stderr")
+    parser.add_argument("-q", "--quiet", action="count", default=0,
+                        help="fewer log messages on stderr (-q: warnings and errors, -qq: errors)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the subcommand, and turn its errors into one line and an exit status."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    configure(args.verbose - args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except SiameseAudioError as exc:
+        print(f"siamese-audio {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"siamese-audio {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (e.g. piped into head): not an error of the command
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

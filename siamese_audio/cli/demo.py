@@ -1,0 +1,31 @@
+"""Subcommand ``demo``: the whole pipeline on an embedded default (the work is in :mod:`siamese_audio.demo`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from siamese_audio.cli.output import emit
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the whole pipeline on generated audio (or --data DIR) and print where everything is")
+    p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default demo-output/)")
+    p.add_argument("--data", type=Path, default=None, help="a real dataset directory instead of generated audio")
+    p.add_argument("--dataset", choices=["audiomnist", "esc50"], default="audiomnist")
+    p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (default: one per core)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-epochs", type=int, default=300)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from siamese_audio.demo import DemoConfig
+    from siamese_audio.demo import run_demo as run
+
+    result = run(DemoConfig(out=args.out, data=args.data, dataset=args.dataset, workers=args.workers,
+                            seed=args.seed, max_epochs=args.max_epochs, device=args.device))
+    emit(result.summary, args.json, result.text())
+    return 0

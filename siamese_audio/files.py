@@ -1,0 +1,82 @@
+"""File helpers every stage shares: content hashes and the one way to write a file atomically.
+
+Every file the tool writes (store shards, markers, catalog and seal, split
+manifests, checkpoints, metrics, reports, figures) goes through
+:func:`write_atomic`: a temporary file in the same folder, fsync, rename. A
+reader, or a process killed mid-write, never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def content_hash(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, hex (source fingerprints, seals, downloads)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, then rename.
+
+    The temporary name (``.NAME.tmp-XXXXXXXX``) is unique across processes and
+    hosts sharing the folder (``O_EXCL``), and the file gets ordinary
+    permissions (not mkstemp's 0600).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-", suffix="")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """:func:`write_atomic` of ``text`` in UTF-8."""
+    write_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """:func:`write_atomic` of ``obj`` as sorted, indented JSON (byte-deterministic)."""
+    write_atomic(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], **savefig_kwargs: Any) -> Path:
+    """Render a matplotlib figure as PNG in memory and :func:`write_atomic` it; close the figure."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", **savefig_kwargs)
+    finally:
+        plt.close(fig)
+    write_atomic(path, buffer.getvalue())
+    return Path(path)
+
+
+def write_parquet_atomic(path: str | os.PathLike[str], table: Any, **write_table_kwargs: Any) -> None:
+    """Encode a pyarrow table as Parquet in memory and :func:`write_atomic` it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **write_table_kwargs)
+    write_atomic(path, sink.getvalue().to_pybytes())
