@@ -269,35 +269,11 @@ def evaluate_checkpoint(
         raise EvaluationError(f"Expected --subset among {list(SUBSETS)}. Got {subset!r}.")
     if not sources:
         raise EvaluationError("Expected at least one split to evaluate (--split FILE or --regenerate K).")
-    all_notes = list(notes)
-    if meta["dataset"] is not None and meta["dataset"] != version.dataset:
-        raise EvaluationError(
-            f"{checkpoint}: trained on dataset {meta['dataset']!r}; feature version {version.version_id} "
-            f"is of dataset {version.dataset!r}."
-        )
-    diffs = check_feature_config(meta["feature_config"] or {}, version.feature_config,
-                                 allow_feature_mismatch=allow_feature_mismatch, version_id=version.version_id)
-    if diffs:
-        all_notes.append("Feature settings differ from the checkpoint's (--allow-feature-mismatch): "
-                         + "; ".join(f"{k}: checkpoint {a!r}, version {b!r}" for k, (a, b) in diffs.items()))
-    check_input_shape(meta.get("input_shape"), version.shape, version_id=version.version_id)
-
+    all_notes = list(notes) + check_compatible(meta, version, checkpoint=checkpoint,
+                                               allow_feature_mismatch=allow_feature_mismatch)
     # Refuse before any embedding work: check every split first.
-    planned = []
-    for source in sources:
-        rows = clip_rows(source.split, version)[subset]
-        if len(rows) < 2:
-            raise EvaluationError(
-                f"Split {source.split.split_id}{f' ({source.path})' if source.path else ''} has "
-                f"{len(rows)} {subset} class(es); a one-shot test needs at least 2."
-            )
-        overlap = check_overlap(rows, meta["training_classes"], allow_overlap=allow_overlap,
-                                where=f"split {source.split.split_id} ({subset})")
-        if overlap:
-            all_notes.append(f"Split {source.split.split_id}: {subset} classes {overlap} were seen in training "
-                             f"(--allow-overlap); their accuracy is not one-shot.")
-        planned.append((source, rows, tuple(overlap)))
-
+    planned = [plan_split(source, version, meta, subset=subset, allow_overlap=allow_overlap, notes=all_notes)
+               for source in sources]
     runs = tuple(
         SplitRun(source=source, subset=subset, evaluation=evaluate_classes(embedder, version.read, rows, settings),
                  overlap=overlap)
@@ -319,3 +295,50 @@ def evaluate_checkpoint(
         "allow_feature_mismatch": allow_feature_mismatch,
     }
     return EvaluationReport(context=context, runs=runs, notes=tuple(all_notes))
+
+
+def check_compatible(meta: Mapping[str, Any], version: VersionLike, *, checkpoint: str,
+                     allow_feature_mismatch: bool) -> list[str]:
+    """Refuse a version of another dataset, other feature settings or another input shape.
+
+    Returns
+    -------
+    list of str
+        Notes for the report (feature settings that differ, when allowed).
+    """
+    if meta["dataset"] is not None and meta["dataset"] != version.dataset:
+        raise EvaluationError(
+            f"{checkpoint}: trained on dataset {meta['dataset']!r}; feature version {version.version_id} "
+            f"is of dataset {version.dataset!r}."
+        )
+    notes = []
+    diffs = check_feature_config(meta["feature_config"] or {}, version.feature_config,
+                                 allow_feature_mismatch=allow_feature_mismatch, version_id=version.version_id)
+    if diffs:
+        notes.append("Feature settings differ from the checkpoint's (--allow-feature-mismatch): "
+                     + "; ".join(f"{k}: checkpoint {a!r}, version {b!r}" for k, (a, b) in diffs.items()))
+    check_input_shape(meta.get("input_shape"), version.shape, version_id=version.version_id)
+    return notes
+
+
+def plan_split(source: SplitSource, version: VersionLike, meta: Mapping[str, Any], *, subset: str,
+               allow_overlap: bool, notes: list[str]) -> tuple[SplitSource, dict[str, np.ndarray], tuple[str, ...]]:
+    """The evaluating rows of one split, after the refusals (appends a note for an allowed overlap).
+
+    Returns
+    -------
+    (source, rows, overlap)
+        ``rows``: class -> store rows of the ``subset`` classes; ``overlap``: those seen in training.
+    """
+    rows = clip_rows(source.split, version)[subset]
+    if len(rows) < 2:
+        raise EvaluationError(
+            f"Split {source.split.split_id}{f' ({source.path})' if source.path else ''} has "
+            f"{len(rows)} {subset} class(es); a one-shot test needs at least 2."
+        )
+    overlap = check_overlap(rows, meta["training_classes"], allow_overlap=allow_overlap,
+                            where=f"split {source.split.split_id} ({subset})")
+    if overlap:
+        notes.append(f"Split {source.split.split_id}: {subset} classes {overlap} were seen in training "
+                     f"(--allow-overlap); their accuracy is not one-shot.")
+    return source, rows, tuple(overlap)

@@ -8,6 +8,7 @@ the report's text says 41 kHz and hop 216 for AudioMNIST, the code resamples to
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,11 @@ class FeatureConfig:
         ``"scipy"``: ``scipy.signal.resample`` (librosa's ``res_type="scipy"``).
     top_db : float
         Floor of ``power_to_db``: each clip's own maximum minus ``top_db``.
+    power : float
+        Exponent of the STFT magnitude before the mel projection (librosa's
+        ``melspectrogram(power=...)``): 2.0 (the presets, as the authors) for
+        power, 1.0 for magnitude. ``power_to_db`` is applied either way, as
+        ``librosa.power_to_db(melspectrogram(..., power=p))`` does.
     """
 
     name: str
@@ -55,6 +61,16 @@ class FeatureConfig:
                     f"Feature config {self.name!r}: expected {field} to be a positive integer. "
                     f"Got {value!r} instead."
                 )
+        if (isinstance(self.power, bool) or not isinstance(self.power, (int, float))
+                or not math.isfinite(self.power) or self.power <= 0):
+            raise FeatureConfigError(
+                f"Feature config {self.name!r}: expected power to be a positive number (2.0: power, "
+                f"1.0: magnitude). Got {self.power!r} instead."
+            )
+        if not isinstance(self.top_db, (int, float)) or isinstance(self.top_db, bool) or not self.top_db > 0:
+            raise FeatureConfigError(
+                f"Feature config {self.name!r}: expected top_db to be a positive number. Got {self.top_db!r} instead."
+            )
         if self.resampler not in RESAMPLERS:
             raise FeatureConfigError(
                 f"Feature config {self.name!r}: expected resampler in {RESAMPLERS}. "

@@ -178,9 +178,9 @@ def hann_window(n_fft: int) -> np.ndarray:
 
 
 def power_spectrogram_frames(
-    y: np.ndarray, *, n_fft: int, hop_length: int, workspace: np.ndarray | None = None
+    y: np.ndarray, *, n_fft: int, hop_length: int, workspace: np.ndarray | None = None, power: float = 2.0
 ) -> np.ndarray:
-    """Power of the centred, Hann-windowed STFT, frames first.
+    """``|STFT| ** power`` of the centred, Hann-windowed STFT, frames first (power 2: the power spectrum).
 
     Frames come from a strided view of the zero-padded signal and are windowed
     straight into one contiguous float32 buffer (one pass, no float64 copy).
@@ -191,6 +191,8 @@ def power_spectrogram_frames(
     workspace : np.ndarray [shape=(1 + n // hop_length, n_fft), dtype=float32], optional
         Reused buffer for the windowed frames. Reusing it matters: an FFT over a
         freshly mapped 3.6 MB buffer measured 3x slower here (page faults).
+    power : float
+        Exponent of the magnitude (librosa's ``power``): 2 for power, 1 for magnitude.
 
     Returns
     -------
@@ -204,9 +206,11 @@ def power_spectrogram_frames(
         workspace = np.empty((n_frames, n_fft), dtype=np.float32)
     np.multiply(frames, hann_window(n_fft), out=workspace)
     spec = scipy.fft.rfft(workspace, axis=-1, workers=1)
-    power = np.square(spec.real)
-    power += np.square(spec.imag)
-    return power
+    out = np.square(spec.real)
+    out += np.square(spec.imag)
+    if power != 2.0:
+        np.power(out, np.float32(power / 2.0), out=out)
+    return out
 
 
 def power_spectrogram(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
@@ -261,10 +265,10 @@ class LogMel:
             raise ValueError(
                 f"Expected a padded clip of shape ({config.n_samples},). Got {y.shape}."
             )
-        power = power_spectrogram_frames(
-            y, n_fft=config.n_fft, hop_length=config.hop_length, workspace=self._workspace
+        spectra = power_spectrogram_frames(
+            y, n_fft=config.n_fft, hop_length=config.hop_length, workspace=self._workspace, power=config.power
         )
-        return power_to_db(self._basis(power), top_db=config.top_db)
+        return power_to_db(self._basis(spectra), top_db=config.top_db)
 
 
 def logmel(y: np.ndarray, config: FeatureConfig) -> np.ndarray:

@@ -38,6 +38,29 @@ def test_logmel_matches_librosa_within_0_05_db(name, kind):
     assert np.abs(ours - ref).max() < 0.05
 
 
+@pytest.mark.parametrize("power", [1.0, 1.5])
+def test_power_other_than_2_matches_librosa(power):
+    import dataclasses
+
+    cfg = dataclasses.replace(preset("esc50"), power=power)
+    y = (np.random.default_rng(3).standard_normal(cfg.n_samples) * 0.1).astype(np.float32)
+    S = librosa.feature.melspectrogram(y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                                       n_mels=cfg.n_mels, power=power)
+    ref = librosa.power_to_db(S, ref=1.0)
+    ours = logmel(y, cfg)
+    assert np.abs(ours - ref).max() < 0.05
+    assert np.abs(ours - logmel(y, preset("esc50"))).max() > 1.0  # the field is read
+
+
+@pytest.mark.parametrize("field, value", [("power", 0), ("power", -1.0), ("power", float("nan")), ("power", True),
+                                          ("top_db", 0), ("top_db", "80")])
+def test_bad_power_or_top_db_is_refused(field, value):
+    import dataclasses
+
+    with pytest.raises(FeatureConfigError, match=f"expected {field} to be a positive number"):
+        dataclasses.replace(preset("esc50"), **{field: value})
+
+
 def test_preset_shapes_are_the_authors():
     assert preset("audiomnist").shape == (224, 224)
     assert preset("esc50").shape == (128, 431)

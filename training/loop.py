@@ -293,36 +293,13 @@ def fit(
     evaluate = evaluate or evaluate_one_shot
     described = describe(model_config=model_config, train_config=train_config, input_shape=data.shape,
                          run_meta=data.run_meta())
-
     model = build_model(model_config, data.shape, seed=train_config.seed).to(torch_device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
     rng = np.random.default_rng(train_config.seed)
-    state = _State()
-    last_path = run_dir / LAST
     if resume:
-        payload = load_checkpoint(last_path)
-        _check_resume(payload, described, last_path)
-        model.load_state_dict(payload["model_state"])
-        optimizer.load_state_dict(payload["optimizer_state"])
-        restore_rng_states(payload["rng_states"], rng)
-        state = _State(
-            epoch=payload["epoch"], epoch_losses=list(payload["epoch_losses"]),
-            epoch_accuracies=list(payload["epoch_accuracies"]),
-            history=[EvalRecord(**r) for r in payload["history"]],
-            best_val_accuracy=payload["best_val_accuracy"], best_epoch=payload["best_epoch"],
-            evals_since_best=payload["evals_since_best"], stopped=payload["stopped"],
-        )
+        state = _resume_state(run_dir / LAST, described, model, optimizer, rng)
     else:
-        if last_path.exists():
-            raise TrainingError(
-                f"Run directory {run_dir} already holds a run ({LAST}). Resume it with --resume, "
-                f"or choose another --out."
-            )
-        run_dir.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(train_config.seed)
-        if model_config.input_norm == "standardize":
-            model.set_input_stats(*input_stats(data.read, data.train_rows, seed=train_config.seed))
-
+        state = _fresh_state(run_dir, data, model, model_config, train_config)
     if state.stopped is None and resident:
         reader: ResidentReader | StoreReader = ResidentReader(data.read, data.train_rows, torch_device)
     else:
@@ -354,6 +331,38 @@ def fit(
         run_dir=run_dir, best_checkpoint=run_dir / BEST, best_val_accuracy=state.best_val_accuracy,
         best_epoch=state.best_epoch, epochs_run=state.epoch, stopped=state.stopped, history=tuple(state.history),
     )
+
+
+def _resume_state(last_path: Path, described: dict[str, Any], model: SiameseNet, optimizer: torch.optim.Optimizer,
+                  rng: np.random.Generator) -> _State:
+    """Load ``last.pt`` into the model, optimizer and generators; return the run's progress."""
+    payload = load_checkpoint(last_path)
+    _check_resume(payload, described, last_path)
+    model.load_state_dict(payload["model_state"])
+    optimizer.load_state_dict(payload["optimizer_state"])
+    restore_rng_states(payload["rng_states"], rng)
+    return _State(
+        epoch=payload["epoch"], epoch_losses=list(payload["epoch_losses"]),
+        epoch_accuracies=list(payload["epoch_accuracies"]),
+        history=[EvalRecord(**r) for r in payload["history"]],
+        best_val_accuracy=payload["best_val_accuracy"], best_epoch=payload["best_epoch"],
+        evals_since_best=payload["evals_since_best"], stopped=payload["stopped"],
+    )
+
+
+def _fresh_state(run_dir: Path, data: RunData, model: SiameseNet, model_config: ModelConfig,
+                 train_config: TrainConfig) -> _State:
+    """Refuse a directory that holds a run; seed torch; set the input statistics from training clips."""
+    if (run_dir / LAST).exists():
+        raise TrainingError(
+            f"Run directory {run_dir} already holds a run ({LAST}). Resume it with --resume, "
+            f"or choose another --out."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(train_config.seed)
+    if model_config.input_norm == "standardize":
+        model.set_input_stats(*input_stats(data.read, data.train_rows, seed=train_config.seed))
+    return _State()
 
 
 def _after_validation(
