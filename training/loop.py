@@ -93,8 +93,8 @@ class RunData:
         """The checkpoint's description of the data."""
         defaults = {"feature_version_id": None, "feature_config": None, "split_id": None, "dataset": None,
                     "features_path": None, "split_path": None}
-        return {**defaults, **self.meta, "training_classes": sorted(self.train_rows),
-                "validation_classes": sorted(self.val_rows)}
+        return {**defaults, **self.meta, "training_classes": sorted(map(str, self.train_rows)),
+                "validation_classes": sorted(map(str, self.val_rows))}
 
 
 def run_data_from_inputs(inputs: TrainingInputs) -> RunData:
@@ -125,6 +125,8 @@ class TrainResult:
     history : tuple[EvalRecord, ...]
     elapsed_s : float
         Wall-clock seconds of training and validation (over every resumed part).
+    max_minutes : float
+        The run's budget (0: none).
     """
 
     run_dir: Path
@@ -135,6 +137,7 @@ class TrainResult:
     stopped: str
     history: tuple[EvalRecord, ...]
     elapsed_s: float = 0.0
+    max_minutes: float = 0.0
 
 
 @dataclass
@@ -360,7 +363,7 @@ def fit(
     return TrainResult(
         run_dir=run_dir, best_checkpoint=run_dir / BEST, best_val_accuracy=state.best_val_accuracy,
         best_epoch=state.best_epoch, epochs_run=state.epoch, stopped=state.stopped, history=tuple(state.history),
-        elapsed_s=state.elapsed_s,
+        elapsed_s=state.elapsed_s, max_minutes=train_config.max_minutes,
     )
 
 
