@@ -20,8 +20,8 @@ from siamese_audio.training.augment import augment, random_crop, spec_masks
 from siamese_audio.training.checkpoint import load_checkpoint, load_embedder
 from siamese_audio.training.config import ModelConfig, TrainConfig, check_compatible, preset
 from siamese_audio.training.data import input_stats, open_training_inputs
-from siamese_audio.training.losses import batch_loss
 from siamese_audio.training.loop import RunData, fit, run_data_from_inputs
+from siamese_audio.training.losses import batch_loss
 from siamese_audio.training.model import build_model
 from siamese_audio.training.sampler import sample_class_batch
 from siamese_audio.training.schedule import learning_rate
