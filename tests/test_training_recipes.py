@@ -226,10 +226,12 @@ def test_cli_records_the_time_budget(tmp_path, capsys):
                              tmp_path / "split.parquet")
     args = ["train", "--features", str(path), "--split", str(split_path), "--out", str(tmp_path / "run"),
             "--preset", "tiny", "--max-epochs", "4", "--eval-every", "2", "--eval-tasks", "10", "--max-minutes", "5",
-            "--device", "cpu", "--no-progress", "--json"]
+            "--device", "cpu", "--no-progress", "--json", "--profile", "--precision", "fp32"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["max_minutes"] == 5.0 and result["elapsed_s"] > 0 and result["stopped"] == "max_epochs"
+    timing = result["timing"]
+    assert timing["epochs_timed"] == 4 and 0 < timing["loader_share"] < 1 and timing["pairs_per_s"] > 0
     assert load_checkpoint(tmp_path / "run" / "last.pt")["train_config"]["max_minutes"] == 5.0
     assert "elapsed_s" in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
 

@@ -9,10 +9,12 @@ import torch
 
 from siamese_audio.training.model import SiameseNet
 
+PRECISIONS = ("auto", "bf16", "fp32")
 
-def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; nothing elsewhere."""
-    if device.type == "cuda":
+
+def autocast_context(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA unless ``precision`` is ``"fp32"``; float32 elsewhere."""
+    if device.type == "cuda" and precision != "fp32":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -43,22 +45,26 @@ class TorchEmbedder:
         the contrastive distance. Scores are ranked as they are, never squashed
         through a sigmoid (whose float32 value is exactly 1.0 above a logit of
         ~16.7, which would tie the top scores).
+    precision : str
+        ``"auto"`` or ``"bf16"``: bf16 autocast on CUDA; ``"fp32"``: float32 everywhere.
     """
 
     def __init__(
-        self, model: SiameseNet, device: torch.device, *, batch_size: int = 64, similarity_kind: str = "logit"
+        self, model: SiameseNet, device: torch.device, *, batch_size: int = 64, similarity_kind: str = "logit",
+        precision: str = "auto",
     ) -> None:
         self.model = model
         self.device = device
         self.batch_size = batch_size if torch.device(device).type == "cuda" else min(batch_size, CPU_FORWARD_BATCH)
         self.similarity_kind = similarity_kind
+        self.precision = precision
 
     @contextlib.contextmanager
     def _inference(self):
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad(), autocast_context(self.device):
+            with torch.no_grad(), autocast_context(self.device, self.precision):
                 yield
         finally:
             self.model.train(was_training)

@@ -33,6 +33,7 @@ import torch
 
 from siamese_audio.errors import TrainingError
 from siamese_audio.evaluation import evaluate_one_shot
+from siamese_audio.memory import keep_training_buffers
 from siamese_audio.training.augment import augment
 from siamese_audio.training.checkpoint import (
     BEST,
@@ -127,6 +128,9 @@ class TrainResult:
         Wall-clock seconds of training and validation (over every resumed part).
     max_minutes : float
         The run's budget (0: none).
+    timing : dict
+        With ``profile``: steps timed, mean seconds per epoch, of reading the batch and of the
+        optimiser step, the loader's share, training pairs per second, peak CUDA memory.
     """
 
     run_dir: Path
@@ -138,6 +142,7 @@ class TrainResult:
     history: tuple[EvalRecord, ...]
     elapsed_s: float = 0.0
     max_minutes: float = 0.0
+    timing: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -193,7 +198,7 @@ def draw_batch(data: RunData, config: TrainConfig, rng: np.random.Generator) -> 
 
 def train_step(
     model: SiameseNet, optimizer: torch.optim.Optimizer, x: torch.Tensor, batch: PairBatch | ClassBatch,
-    config: TrainConfig, device: torch.device, rng: np.random.Generator | None = None,
+    config: TrainConfig, device: torch.device, rng: np.random.Generator | None = None, precision: str = "auto",
 ) -> tuple[float, float]:
     """One optimiser step on one batch: standardise, augment, encode each clip once, score the pairs.
 
@@ -203,6 +208,8 @@ def train_step(
         The clips of ``batch.rows``, on ``device``.
     rng : np.random.Generator, optional
         Draws the augmentations (needed when ``config`` augments).
+    precision : str
+        ``"auto"`` / ``"bf16"``: bf16 autocast on CUDA; ``"fp32"``: none.
 
     Returns
     -------
@@ -210,7 +217,7 @@ def train_step(
         The accuracy of the loss's own decisions (pairs, nearest clips or prototypes).
     """
     model.train()
-    with autocast_context(device):
+    with autocast_context(device, precision):
         inputs = model.normalize(x)
         if config.augments:
             if rng is None:
@@ -234,7 +241,8 @@ def train_step(
 
 
 def validate(
-    model: SiameseNet, data: RunData, config: TrainConfig, device: torch.device, evaluate: Callable[..., Any]
+    model: SiameseNet, data: RunData, config: TrainConfig, device: torch.device, evaluate: Callable[..., Any],
+    precision: str = "auto",
 ) -> tuple[float, int, tuple[float, float]]:
     """Mean accuracy of ``eval_tasks`` ``ways``-way one-shot tasks on the validation classes (Algorithm 3).
 
@@ -244,7 +252,7 @@ def validate(
         ``n_tasks`` and ``ci95`` are 0 and (0, 0) when ``evaluate`` does not report them.
     """
     embedder = TorchEmbedder(model, device, batch_size=config.eval_batch_size,
-                             similarity_kind=similarity_kind(config.loss))
+                             similarity_kind=similarity_kind(config.loss), precision=precision)
     result = evaluate(
         embedder, read=data.read, class_rows=data.val_rows, ways=config.ways,
         runs=validation_runs(config.eval_tasks, len(data.val_rows)), seed=config.seed,
@@ -314,6 +322,8 @@ def fit(
     progress: bool = True,
     evaluate: Callable[..., Any] | None = None,
     on_epoch: Callable[[int], None] | None = None,
+    precision: str = "auto",
+    profile: bool = False,
 ) -> TrainResult:
     """Train a Siamese network (Algorithm 1) and write its run directory.
 
@@ -336,6 +346,11 @@ def fit(
         Stand-in for :func:`siamese_audio.evaluation.evaluate_one_shot` (same signature).
     on_epoch : callable, optional
         Called with the epoch number after each epoch's step (and checkpointing).
+    precision : str
+        ``"auto"`` (bf16 autocast on CUDA), ``"bf16"`` or ``"fp32"``.
+    profile : bool
+        Time each epoch's batch reading and optimiser step (synchronising CUDA), for
+        :attr:`TrainResult.timing`.
 
     Returns
     -------
@@ -344,6 +359,7 @@ def fit(
     run_dir = Path(run_dir)
     check_run_data(data, model_config, train_config)
     torch_device = resolve_device(device)
+    keep_training_buffers()  # without it a CPU step spends as much time in the kernel as in the maths
     evaluate = evaluate or evaluate_one_shot
     described = describe(model_config=model_config, train_config=train_config, input_shape=data.shape,
                          run_meta=data.run_meta())
@@ -358,12 +374,13 @@ def fit(
         reader: ResidentReader | StoreReader = ResidentReader(data.read, data.train_rows, torch_device)
     else:
         reader = StoreReader(data.read, torch_device)
-    run = _Run(data, train_config, torch_device, evaluate, described, run_dir, model, optimizer, rng, state)
+    run = _Run(data, train_config, torch_device, evaluate, described, run_dir, model, optimizer, rng, state,
+               precision=precision, profile=profile)
     run.loop(reader, progress=progress, on_epoch=on_epoch)
     return TrainResult(
         run_dir=run_dir, best_checkpoint=run_dir / BEST, best_val_accuracy=state.best_val_accuracy,
         best_epoch=state.best_epoch, epochs_run=state.epoch, stopped=state.stopped, history=tuple(state.history),
-        elapsed_s=state.elapsed_s, max_minutes=train_config.max_minutes,
+        elapsed_s=state.elapsed_s, max_minutes=train_config.max_minutes, timing=run.timing(),
     )
 
 
@@ -381,6 +398,27 @@ class _Run:
     optimizer: torch.optim.Optimizer
     rng: np.random.Generator
     state: _State
+    precision: str = "auto"
+    profile: bool = False
+    _times: list[tuple[float, float, int]] = field(default_factory=list)
+
+    def _sync(self) -> float:
+        if self.profile and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def timing(self) -> dict[str, Any]:
+        """Mean seconds of reading a batch and of a step, the loader's share, pairs/s, peak CUDA memory."""
+        if not self._times:
+            return {}
+        load = float(np.mean([t[0] for t in self._times]))
+        step = float(np.mean([t[1] for t in self._times]))
+        pairs = float(np.mean([t[2] for t in self._times]))
+        out = {"epochs_timed": len(self._times), "epoch_s": load + step, "load_s": load, "step_s": step,
+               "loader_share": load / (load + step), "pairs_per_epoch": pairs, "pairs_per_s": pairs / (load + step)}
+        if self.device.type == "cuda":
+            out["peak_gpu_bytes"] = int(torch.cuda.max_memory_allocated(self.device))
+        return out
 
     def loop(self, reader: ResidentReader | StoreReader, *, progress: bool,
              on_epoch: Callable[[int], None] | None) -> None:
@@ -395,8 +433,13 @@ class _Run:
             while state.stopped is None:
                 set_learning_rate(self.optimizer, learning_rate(config, state.epoch))
                 batch = draw_batch(self.data, config, self.rng)
-                loss, accuracy = train_step(self.model, self.optimizer, reader.batch(batch.rows), batch, config,
-                                            self.device, self.rng)
+                t0 = self._sync()
+                x = reader.batch(batch.rows)
+                t1 = self._sync()
+                loss, accuracy = train_step(self.model, self.optimizer, x, batch, config, self.device, self.rng,
+                                            self.precision)
+                if self.profile:
+                    self._times.append((t1 - t0, self._sync() - t1, batch.n_pairs))
                 state.epoch += 1
                 state.epoch_losses.append(loss)
                 state.epoch_accuracies.append(accuracy)
@@ -418,7 +461,8 @@ class _Run:
     def after_validation(self, *, out_of_time: bool, started: float) -> None:
         """Validate, record, keep the best weights, decide whether to stop, checkpoint."""
         state, config = self.state, self.config
-        val_accuracy, val_tasks, val_ci = validate(self.model, self.data, config, self.device, self.evaluate)
+        val_accuracy, val_tasks, val_ci = validate(self.model, self.data, config, self.device, self.evaluate,
+                                                   self.precision)
         state.elapsed_s = time.monotonic() - started
         since = len(state.epoch_losses) - (state.history[-1].epoch if state.history else 0)
         state.history.append(EvalRecord(

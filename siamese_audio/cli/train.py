@@ -53,6 +53,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (bf16 autocast on CUDA)")
     p.add_argument("--resident", action="store_true",
                    help="load the training split once into device memory instead of reading each batch")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto/bf16: bf16 autocast on CUDA; fp32: float32 everywhere (CPU: always float32)")
+    p.add_argument("--profile", action="store_true",
+                   help="time each epoch's batch reading and step; the result carries the timings")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (default --out) from its last checkpoint, "
                         "with the checkpoint's settings")
@@ -114,7 +118,8 @@ def train_from_args(args: argparse.Namespace) -> TrainResult:
             train = dataclasses.replace(train, max_minutes=args.max_minutes)
         inputs = open_training_inputs(args.features, args.split)
     return fit(run_data_from_inputs(inputs), model, train, run_dir, device=args.device, resident=args.resident,
-               resume=args.resume is not None, progress=not args.no_progress)
+               resume=args.resume is not None, progress=not args.no_progress, precision=args.precision,
+               profile=args.profile)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -126,7 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
         "best_val_n_tasks": best.val_n_tasks if best else 0,
         "best_val_ci95": [best.val_ci95_low, best.val_ci95_high] if best else None,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped": result.stopped,
-        "elapsed_s": round(result.elapsed_s, 1), "max_minutes": result.max_minutes,
+        "elapsed_s": round(result.elapsed_s, 1), "max_minutes": result.max_minutes, "timing": result.timing,
         "run_dir": str(result.run_dir), "last_checkpoint": str(result.run_dir / "last.pt"),
         "metrics": str(result.run_dir / "metrics.csv"), "curves": str(result.run_dir / "curves.png"),
     }
