@@ -211,7 +211,8 @@ def test_max_minutes_stops_cleanly_and_a_larger_budget_resumes(tmp_path):
     assert last["train_config"]["max_minutes"] == 0.03 and last["stopped"] == "max_minutes"
     same = fit(data, MODEL, slow, tmp_path / "run", device="cpu", progress=False, resume=True)
     assert same.epochs_run == stopped.epochs_run  # the same budget: nothing more to do
-    more = fit(data, MODEL, dataclasses.replace(slow, max_minutes=0.06), tmp_path / "run", device="cpu",
+    larger = (stopped.elapsed_s + 5.0) / 60.0
+    more = fit(data, MODEL, dataclasses.replace(slow, max_minutes=larger), tmp_path / "run", device="cpu",
                progress=False, resume=True)
     assert more.epochs_run > stopped.epochs_run and more.history[: len(stopped.history)] == stopped.history
     with pytest.raises(TrainingError, match="Cannot resume.*train_config"):
