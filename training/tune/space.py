@@ -141,13 +141,14 @@ class Param:
         return self.key.split(".", 1)[1]
 
     def candidates(self) -> tuple[Any, ...]:
-        """Values to check: every choice, or a range's two ends (the top one on the step grid)."""
+        """Values to check: every choice; every value of a short int range (16 at most), else its two
+        ends (the top one on the step grid); a float range's two ends."""
         if self.kind == "choice":
             return self.choices
         if self.kind == "int":
             step = self.step or 1
-            top = int(self.low) + (int(self.high) - int(self.low)) // step * step
-            return tuple(dict.fromkeys((int(self.low), top)))
+            values = range(int(self.low), int(self.high) + 1, step)
+            return tuple(values) if len(values) <= 16 else tuple(dict.fromkeys((values[0], values[-1])))
         return (float(self.low), float(self.high))
 
     def suggest(self, trial: Any, name: str | None = None) -> Any:

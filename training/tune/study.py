@@ -298,6 +298,38 @@ def _prepare(config: TuneConfig, out: Path, open_data: Callable[..., Any]) -> tu
     return settings, space, data
 
 
+def repair_journal(path: Path) -> bool:
+    """Cut a last line that a killed writer left unfinished (Optuna appends one JSON line per record).
+
+    Such a record was never acknowledged to anyone; left in place, the next record would be
+    appended to it and make the journal unreadable. Returns whether anything was cut.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    if size == 0:
+        return False
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return False
+        tail = min(size, 1 << 20)
+        while True:
+            f.seek(size - tail)
+            chunk = f.read(tail)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0 or tail == size:
+                break
+            tail = min(size, tail * 2)
+        keep = size - tail + cut + 1 if cut >= 0 else 0
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    log.warning(f"{path}: cut an unfinished last record ({size - keep} bytes) left by a killed process")
+    return True
+
+
 def _sampler(seed: int, startup_trials: int) -> Any:
     import optuna
 
@@ -312,6 +344,8 @@ def _open_study(out: Path, settings: dict[str, Any], *, resume: bool) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if resume:
+        repair_journal(out / JOURNAL)
     storage = journal_storage(out)
     pruner = make_pruner(settings["pruner"], eval_every=Space.from_dict(settings["space"]).train.eval_every,
                          startup_trials=settings["startup_trials"])
@@ -531,4 +565,5 @@ class _Session:
             elapsed_s=time.monotonic() - self.started, files=files, notes=self.space.notes)
 
 
-__all__ = ["DEFAULT_PRUNER", "LOCK", "SETTINGS", "TuneConfig", "TuneResult", "counted", "read_settings", "tune"]
+__all__ = ["DEFAULT_PRUNER", "LOCK", "SETTINGS", "TuneConfig", "TuneResult", "counted", "read_settings",
+           "repair_journal", "tune"]
