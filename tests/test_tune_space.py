@@ -120,6 +120,7 @@ def _space_file(tmp_path: Path, text: str) -> Path:
     ("[model]\nfc_units = { choices = [64] }\nfilters = 3\n", r"\[model\] filters: unknown field"),
     ("[train]\nratio = { low = 1, high = 3 }\n", r"\[train\] ratio: a range cannot draw a ratio"),
     ("[train]\ncrop_frames = { choices = [0, 12] }\n", r"crop_frames = 12: .*global_pool"),
+    ("[train]\ntemperature = { low = 0.05, high = 0.5 }\n", r"\[train\] temperature: no trial would use it"),
 ])
 def test_invalid_spaces_are_refused_naming_the_field(tmp_path, store, text, match):
     from siamese_audio.training.tune import open_run_data

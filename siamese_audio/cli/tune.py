@@ -35,9 +35,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="local worker processes, one trial each (default: one per core)")
     where.add_argument("--scheduler", default=None,
                        help="address (tcp://HOST:PORT) or scheduler file of an existing Dask cluster")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of each trial (default: the host's cores over its workers)")
     p.add_argument("--seed", type=int, default=None, help="seed of the TPE sampler (default 0)")
     p.add_argument("--pruner", choices=("median", "halving", "none"), default=None,
-                   help="stop poor trials at a validation: median (default), successive halving, or none")
+                   help="stop poor trials at a validation: halving (asynchronous successive halving, the "
+                        "default), median, or none")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda, for every trial")
     p.add_argument("--resume", action="store_true",
                    help="continue the study in STUDY_DIR (its data, space, seed and pruner); --trials, "
@@ -54,6 +57,7 @@ def run_tune(args: argparse.Namespace) -> int:
     config = TuneConfig(
         out=args.out, features=args.features, split=args.split, space=args.space, preset=args.preset,
         trials=args.trials, minutes=args.minutes, trial_minutes=args.trial_minutes, workers=args.workers,
+        threads=args.threads,
         scheduler=args.scheduler, seed=args.seed, pruner=args.pruner, device=args.device, resume=args.resume,
         progress=not args.no_progress,
     )

@@ -31,20 +31,35 @@ def _complete(study: Any) -> list[Any]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
+def _scored(study: Any) -> list[Any]:
+    """Trials with a best validation accuracy: completed ones, and pruned ones up to their pruning."""
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            if t.user_attrs.get("value") is not None]
+
+
 def best_trial(study: Any) -> Any:
-    """The completed trial of highest validation accuracy (the first of equals), or None."""
-    done = _complete(study)
-    return max(done, key=lambda t: (t.value, -t.number)) if done else None
+    """The trial of highest best validation accuracy (the first of equals), or None.
+
+    A pruned trial counts with its best validation before it was stopped: that checkpoint was
+    measured on the same tasks as every other trial's, and retraining its configs (same seed)
+    reaches it again. (Optuna's own ``best_trial`` and history plot count completed trials only.)
+    """
+    scored = _scored(study)
+    return max(scored, key=lambda t: (t.user_attrs["value"], -t.number)) if scored else None
 
 
 def best_summary(study: Any) -> dict[str, Any] | None:
-    """``number``, ``value``, ``n_tasks``, ``ci95``, ``best_epoch``, ``epochs``, ``params`` of the best trial."""
+    """``number``, ``state``, ``value``, ``n_tasks``, ``ci95``, ``best_epoch``, ``epochs``, ``params`` of the
+    best trial."""
     best = best_trial(study)
     if best is None:
         return None
     attrs = best.user_attrs
-    return {"number": best.number, "value": best.value, "n_tasks": attrs.get("n_tasks"), "ci95": attrs.get("ci95"),
-            "best_epoch": attrs.get("best_epoch"), "epochs": attrs.get("epochs"), "params": dict(best.params)}
+    return {"number": best.number, "state": best.state.name, "value": attrs["value"], "n_tasks": attrs.get("n_tasks"),
+            "ci95": attrs.get("ci95"), "best_epoch": attrs.get("best_epoch"), "epochs": attrs.get("epochs"),
+            "params": dict(best.params)}
 
 
 # ----------------------------------------------------------------------------- trials.parquet
@@ -60,7 +75,7 @@ def trials_table(study: Any) -> Any:
     param_names = sorted({name for t in trials for name in t.params})
     columns: dict[str, list[Any]] = {name: [] for name in (
         "number", "state", "val_accuracy", "val_n_tasks", "val_ci95_low", "val_ci95_high", "best_epoch", "epochs",
-        "seconds", "stopped", "failure", "retry_of", "worker", "model_config", "train_config")}
+        "seconds", "cpu_seconds", "stopped", "failure", "retry_of", "worker", "model_config", "train_config")}
     columns.update({f"param.{name}": [] for name in param_names})
     for t in trials:
         a = t.user_attrs
@@ -68,6 +83,7 @@ def trials_table(study: Any) -> Any:
         row = {"number": t.number, "state": t.state.name, "val_accuracy": a.get("value"),
                "val_n_tasks": a.get("n_tasks"), "val_ci95_low": ci[0], "val_ci95_high": ci[1],
                "best_epoch": a.get("best_epoch"), "epochs": a.get("epochs"), "seconds": a.get("seconds"),
+               "cpu_seconds": a.get("cpu_seconds"),
                "stopped": a.get("stopped"), "failure": a.get("failure"), "retry_of": a.get("retry_of"),
                "worker": a.get("worker"),
                "model_config": json.dumps(a["model_config"], sort_keys=True) if "model_config" in a else None,
@@ -77,7 +93,7 @@ def trials_table(study: Any) -> Any:
             columns[key].append(value)
     types = {"number": pa.int64(), "state": pa.string(), "val_accuracy": pa.float64(), "val_n_tasks": pa.int64(),
              "val_ci95_low": pa.float64(), "val_ci95_high": pa.float64(), "best_epoch": pa.int64(),
-             "epochs": pa.int64(), "seconds": pa.float64(), "stopped": pa.string(), "failure": pa.string(),
+             "epochs": pa.int64(), "seconds": pa.float64(), "cpu_seconds": pa.float64(), "stopped": pa.string(), "failure": pa.string(),
              "retry_of": pa.int64(), "worker": pa.string(), "model_config": pa.string(), "train_config": pa.string()}
     arrays = {}
     for key, values in columns.items():
@@ -127,8 +143,8 @@ def best_toml(study: Any, settings: dict[str, Any]) -> str | None:
     ci = a.get("ci95") or [0.0, 0.0]
     lines = [
         f"# Best trial of the study in {settings.get('study_dir', '')}",
-        f"# trial {best.number}: validation accuracy {best.value:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}, "
-        f"{a.get('n_tasks')} tasks) at epoch {a.get('best_epoch')} of {a.get('epochs')}",
+        f"# trial {best.number} ({best.state.name.lower()}): validation accuracy {a['value']:.4f} (95% CI "
+        f"{ci[0]:.4f}-{ci[1]:.4f}, {a.get('n_tasks')} tasks) at epoch {a.get('best_epoch')} of {a.get('epochs')}",
         f"# features {settings['features']} (version {settings['feature_version_id']})",
         f"# split {settings['split']} (id {settings['split_id']}); test classes were never read",
         "# Train it:  siamese-audio train --config best.toml --features FEATURES --split SPLIT --out RUN_DIR",
@@ -228,7 +244,7 @@ def study_markdown(out: Path, study: Any, space: Space, settings: dict[str, Any]
     ]
     best = best_trial(study)
     if best is None:
-        lines += ["No trial completed yet.", ""]
+        lines += ["No trial finished yet.", ""]
     else:
         a = best.user_attrs
         lines += [
@@ -236,7 +252,8 @@ def study_markdown(out: Path, study: Any, space: Space, settings: dict[str, Any]
             "",
             f"Trial {best.number}: validation accuracy {_ci_text(a)}, at epoch {a.get('best_epoch')} of "
             f"{a.get('epochs')} (stopped by {a.get('stopped')}). Configs in `{BEST_TOML}`; weights in "
-            f"`{trial_dir(out, best.number).relative_to(out)}/best.pt`.",
+            f"`{trial_dir(out, best.number).relative_to(out)}/best.pt`. Pruned trials count with their best "
+            "validation before they were stopped (Optuna's history plot shows completed trials only).",
             "",
             "| parameter | value |",
             "|---|---|",

@@ -600,7 +600,13 @@ def check_space(space: Space, data: Any, *, max_weights: int = MAX_WEIGHTS) -> N
             raise TrainingError(f"the network holds {weights[model]:,} weights; expected at most {max_weights:,} "
                                 "(few poolings leave large maps to flatten into the FC layer)")
 
+    loss = space.param("train.loss")
+    losses = loss.candidates() if loss is not None else (space.train.loss,)
     for param in space.params:
+        if not any(space._applies(param.key, {"train.loss": v} if loss is not None else {}) for v in losses):
+            raise TrainingError(f"Space {space.source} [{param.section}] {param.name}: no trial would use it (the "
+                                f"loss {', '.join(map(repr, losses))} does not); search a loss that does, or "
+                                "remove it.")
         for value in param.candidates():
             try:
                 space.configs(_point(space, {param.key: value}))

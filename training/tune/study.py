@@ -53,10 +53,9 @@ log = logging.getLogger(__name__)
 
 SETTINGS = "tune.json"
 LOCK = "tune.lock"
-#: The pruner chosen from benchmarks/bench_tune.py (see the README's "Tuning").
-DEFAULT_PRUNER = "median"
-#: Settings a resumed study may change: budgets and where trials run.
-RESUMABLE = ("trials", "minutes", "workers", "scheduler", "device", "progress")
+#: The pruner chosen from benchmarks/bench_tune.py (see the README's "Hyper-parameter search"): on
+#: Table 2.2 most trials never learn, which pulls the median pruner's bar down to chance.
+DEFAULT_PRUNER = "halving"
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,8 @@ class TuneConfig:
         The study directory (``STUDY_DIR``).
     features, split : str or Path
         Sealed feature version and split manifest (from the study's settings when resuming).
-    space : Path, optional
-        TOML file of ranges and choices (default: Table 2.2 on top of ``preset``).
+    space : Path or Space, optional
+        TOML file of ranges and choices, or a :class:`Space` (default: Table 2.2 on top of ``preset``).
     preset : str, optional
         Base preset (default: the space file's, else ``report-audiomnist``).
     trials : int
@@ -82,6 +81,8 @@ class TuneConfig:
         Wall-clock budget of each trial (``TrainConfig.max_minutes``; default the preset's).
     workers : int, optional
         Worker processes of the local cluster (default one per core); one trial each.
+    threads : int, optional
+        Torch threads of each trial (default: the cores of its host over the workers on it).
     scheduler : str, optional
         Address or scheduler file of an existing Dask cluster.
     seed : int, optional
@@ -101,12 +102,13 @@ class TuneConfig:
     out: Path
     features: str | Path | None = None
     split: str | Path | None = None
-    space: Path | None = None
+    space: Path | Space | None = None
     preset: str | None = None
     trials: int = 20
     minutes: float = 0.0
     trial_minutes: float | None = None
     workers: int | None = None
+    threads: int | None = None
     scheduler: str | None = None
     seed: int | None = None
     pruner: str | None = None
@@ -121,8 +123,9 @@ class TuneConfig:
                 raise TrainingError(f"tune: expected {name} to be a positive integer. Got {value!r} instead.")
 
         positive_int("trials", self.trials)
-        if self.workers is not None:
-            positive_int("workers", self.workers)
+        for name in ("workers", "threads"):
+            if getattr(self, name) is not None:
+                positive_int(name, getattr(self, name))
         if self.workers is not None and self.scheduler:
             raise TrainingError("tune: expected --workers (a local cluster) or --scheduler (an existing one), "
                                 "not both.")
@@ -179,7 +182,8 @@ def _settings(config: TuneConfig, space: Space, data: Any, startup_trials: int) 
             "feature_version_id": meta.get("feature_version_id"), "split_id": meta.get("split_id"),
             "dataset": meta.get("dataset"), "input_shape": list(data.shape), "seed": config.seed or 0,
             "pruner": config.pruner or DEFAULT_PRUNER, "startup_trials": startup_trials, "trial_minutes": config.trial_minutes,
-            "space": space.to_dict(), "space_file": str(config.space) if config.space else None,
+            "space": space.to_dict(),
+            "space_file": str(config.space) if isinstance(config.space, (str, Path)) else None,
             "trials": config.trials, "training_classes": sorted(data.train_rows),
             "validation_classes": sorted(data.val_rows)}
 
@@ -283,7 +287,9 @@ def _prepare(config: TuneConfig, out: Path, open_data: Callable[..., Any]) -> tu
     if missing:
         raise TrainingError(f"tune: expected {', '.join(missing)} (or --resume with the study directory).")
     data = open_data(str(config.features), str(config.split), version_id=None, split_id=None, verify=True)
-    if config.space is not None:
+    if isinstance(config.space, Space):
+        space = config.space
+    elif config.space is not None:
         space = load_space(config.space, preset_name=config.preset)
     else:
         space = default_space(config.preset or "report-audiomnist", shape=data.shape, train_rows=data.train_rows,
@@ -455,6 +461,8 @@ class _Session:
                 raise SiameseAudioError(
                     "Expected every Dask worker to see the study directory and the features at the client's paths. "
                     + "; ".join(bad) + ". Mount the same shared filesystem at the same path everywhere.")
+        if self.config.threads:
+            return {addr: self.config.threads for addr in workers}
         cores = client.run(_cores)
         per_host = Counter(info.get("host") for info in workers.values())
         return {addr: max(1, cores.get(addr, 1) // per_host[info.get("host")]) for addr, info in workers.items()}
@@ -529,7 +537,8 @@ class _Session:
             out = {"state": "killed", "reason": f"its workers died running it ({exc})"}
         except Exception as exc:  # noqa: BLE001 - any error of one trial fails that trial, not the study
             out = {"state": "fail", "reason": f"{type(exc).__name__}: {exc}"}
-        for key in ("value", "n_tasks", "ci95", "best_epoch", "epochs", "seconds", "stopped", "worker", "threads"):
+        for key in ("value", "n_tasks", "ci95", "best_epoch", "epochs", "seconds", "cpu_seconds", "stopped", "worker",
+                    "threads"):
             if key in out:
                 trial.set_user_attr(key, out[key])
         state = out["state"]
@@ -545,15 +554,11 @@ class _Session:
             self.study.tell(trial, state=TrialState.FAIL)
             log.warning(f"trial {trial.number} failed: {out.get('reason')}")
         self._bar.update(1)
-        best = self._best()
+        from siamese_audio.training.tune.outputs import best_trial
+
+        best = best_trial(self.study)
         if best is not None:
-            self._bar.set_postfix(best=f"{best.value:.3f}", trial=best.number)
-
-    def _best(self) -> Any:
-        from optuna.trial import TrialState
-
-        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return max(done, key=lambda t: (t.value, -t.number)) if done else None
+            self._bar.set_postfix(best=f"{best.user_attrs['value']:.3f}", trial=best.number)
 
     def result(self, files: dict[str, str]) -> TuneResult:
         from siamese_audio.training.tune.outputs import best_summary

@@ -124,7 +124,7 @@ class TrialTask:
     split: str
     version_id: str
     split_id: str
-    pruner: str = "median"
+    pruner: str = "halving"
     startup_trials: int = 4
     device: str = "auto"
     threads: dict[str, int] = field(default_factory=dict)
@@ -183,9 +183,10 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
     dict
         ``state`` (``"complete"``, ``"pruned"``, ``"fail"`` or ``"killed"``), ``value`` (best
         validation accuracy), ``n_tasks`` and ``ci95`` of that validation, ``best_epoch``,
-        ``epochs``, ``seconds``, ``stopped``, ``worker``, ``threads``, ``reason`` (why it failed).
+        ``epochs``, ``seconds`` (wall), ``cpu_seconds`` (of the worker process), ``stopped``, ``worker``,
+        ``threads``, ``reason`` (why it failed).
     """
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     address = _worker_address()
     run_dir = trial_dir(task.study_dir, task.number)
     base = {"worker": address, "pid": os.getpid(), "host": socket.gethostname()}
@@ -230,11 +231,11 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
                      on_epoch=on_epoch)
     except _Pruned:
         best_epoch, best = max(reported, key=lambda pair: float(pair[1].accuracy))  # the first of equals
-        for name in ("last.pt", "best.pt"):
-            (run_dir / name).unlink(missing_ok=True)
+        (run_dir / "last.pt").unlink(missing_ok=True)  # best.pt stays: its validation counts for the study
         return {**base, "state": "pruned", "value": float(best.accuracy), "n_tasks": int(getattr(best, "n_tasks", 0)),
                 "ci95": _ci(best), "best_epoch": best_epoch, "epochs": reported[-1][0],
-                "seconds": time.monotonic() - started, "stopped": "pruned"}
+                "seconds": time.monotonic() - started, "cpu_seconds": time.process_time() - cpu_started,
+                "stopped": "pruned"}
     except SiameseAudioError as exc:
         return {**base, "state": "fail", "reason": f"{type(exc).__name__}: {exc}",
                 "seconds": time.monotonic() - started, "epochs": reported[-1][0] if reported else 0}
@@ -244,7 +245,7 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
             "n_tasks": best_record.val_n_tasks if best_record else 0,
             "ci95": [best_record.val_ci95_low, best_record.val_ci95_high] if best_record else [0.0, 0.0],
             "best_epoch": result.best_epoch, "epochs": result.epochs_run, "seconds": time.monotonic() - started,
-            "stopped": result.stopped}
+            "cpu_seconds": time.process_time() - cpu_started, "stopped": result.stopped}
 
 
 __all__ = ["ATTEMPT", "JOURNAL", "PRUNERS", "STUDY_NAME", "TRIALS_DIR", "TrialTask", "journal_storage", "make_pruner",
