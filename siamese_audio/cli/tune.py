@@ -39,8 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="torch threads of each trial (default: the host's cores over its workers)")
     p.add_argument("--seed", type=int, default=None, help="seed of the TPE sampler (default 0)")
     p.add_argument("--pruner", choices=("median", "halving", "none"), default=None,
-                   help="stop poor trials at a validation: halving (asynchronous successive halving, the "
-                        "default), median, or none")
+                   help="stop poor trials at a validation: median (the default), halving (asynchronous "
+                        "successive halving: fewer epochs, riskier), or none")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda, for every trial")
     p.add_argument("--resume", action="store_true",
                    help="continue the study in STUDY_DIR (its data, space, seed and pruner); --trials, "

@@ -56,14 +56,14 @@ def make_pruner(name: str, *, eval_every: int, startup_trials: int) -> Any:
 
     ``"median"``: stop a trial whose best validation accuracy so far is below the median
     of the completed trials' at the same epoch, once ``startup_trials`` trials completed,
-    from its second validation on. ``"halving"``: asynchronous successive halving
+    from its first validation on. ``"halving"``: asynchronous successive halving
     with rungs at ``eval_every * 3**k`` epochs, keeping the top third at each rung.
     ``"none"``: never stop a trial early.
     """
     import optuna
 
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=2 * eval_every)
+        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0)
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=eval_every, reduction_factor=3)
     if name == "none":
@@ -124,7 +124,7 @@ class TrialTask:
     split: str
     version_id: str
     split_id: str
-    pruner: str = "halving"
+    pruner: str = "median"
     startup_trials: int = 4
     device: str = "auto"
     threads: dict[str, int] = field(default_factory=dict)
