@@ -26,6 +26,7 @@ def make_synthetic_version(
     seed: int = 0,
     separation: float = 3.0,
     clips_per_shard: int = 8,
+    codec: str = "none",
 ) -> Path:
     """Write a sealed feature version whose classes are separable.
 
@@ -39,6 +40,8 @@ def make_synthetic_version(
     clips_per_class : int or dict
         Clips of every class, or per class.
     shape : (n_mels, n_frames)
+    codec : str
+        The store layout's codec (``"none"``: shards hold raw float32).
 
     Returns
     -------
@@ -70,13 +73,14 @@ def make_synthetic_version(
             })
     block = np.stack(data).astype(np.float32)
     desc = json.dumps({"dataset": dataset, "classes": list(classes), "counts": counts,
-                       "shape": list(shape), "seed": seed, "separation": separation})
+                       "shape": list(shape), "seed": seed, "separation": separation}
+                      | ({"codec": codec} if codec != "none" else {}))
     version_id = "syn" + hashlib.blake2b(desc.encode(), digest_size=8).hexdigest()
     path = Path(store_root) / dataset / version_id
     if store.is_sealed(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    layout = store.StoreLayout(clips_per_shard=clips_per_shard, codec="none")
+    layout = store.StoreLayout(clips_per_shard=clips_per_shard, codec=codec)
     attrs = {"version_id": version_id, "dataset": dataset, "feature_config": config.to_dict(),
              "layout": layout.to_dict(), "seed": seed, "synthetic": True}
     store.create_version(path, n_clips=len(records), config=config, layout=layout,
