@@ -87,19 +87,23 @@ def listing_problems(version_path: Path, record: dict[str, Any]) -> list[str]:
 
 def content_problems(version_path: Path, record: dict[str, Any], rels: list[str]) -> list[str]:
     """Recompute the checksums of the sealed files ``rels``; name those that differ or cannot be read."""
-    problems = []
+    return [f"{rel}: {what}" for rel, what in _content_changes(version_path, record, rels)]
+
+
+def _content_changes(version_path: Path, record: dict[str, Any], rels: list[str]) -> list[tuple[str, str]]:
+    changes = []
     for rel in rels:
         try:
             digest = content_hash(Path(version_path) / rel)
         except FileNotFoundError:
-            problems.append(f"{rel}: missing")
+            changes.append((rel, "missing"))
             continue
         except OSError as exc:
-            problems.append(f"{rel}: cannot be read ({exc.strerror or exc})")
+            changes.append((rel, f"cannot be read ({exc.strerror or exc})"))
             continue
         if digest != record["files"][rel]["sha256"]:
-            problems.append(f"{rel}: content changed (checksum differs)")
-    return problems
+            changes.append((rel, "content changed (checksum differs)"))
+    return changes
 
 
 def open_problems(version_path: Path, record: dict[str, Any]) -> list[str]:
@@ -118,13 +122,18 @@ def verify(version_path: str | os.PathLike[str]) -> list[str]:
     StoreError
         The version is missing, unsealed, or its seal is malformed.
     """
+    return [f"{rel}: {what}" for rel, what in changed_files(version_path)]
+
+
+def changed_files(version_path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """:func:`verify` as ``(relative path, what changed)`` pairs: missing and changed files, then unsealed ones."""
     version_path = Path(version_path)
     record = read_seal(version_path)
-    listed = listing_problems(version_path, record)
-    absent = {p.split(":")[0] for p in listed if p.endswith(": missing")}
-    extra = [p for p in listed if p.endswith(": not part of the sealed version")]
-    changed = content_problems(version_path, record, sorted(set(record["files"]) - absent))
-    return sorted([p for p in listed if p.endswith(": missing")] + changed) + extra
+    present = {p.relative_to(version_path).as_posix() for p in data_files(version_path)}
+    missing = [(rel, "missing") for rel in sorted(set(record["files"]) - present)]
+    changed = _content_changes(version_path, record, sorted(set(record["files"]) & present))
+    extra = [(rel, "not part of the sealed version") for rel in sorted(present - set(record["files"]))]
+    return sorted(missing + changed) + extra
 
 
 def check_seal(record: Any, where: Path) -> dict[str, Any]:

@@ -24,10 +24,10 @@ from siamese_audio.features.fingerprint import version_id as fingerprint
 from siamese_audio.features.records import catalog_records
 from siamese_audio.manifests.datasets import scan_dataset
 from siamese_audio.manifests.sources import DatasetScan
-from siamese_audio.pipeline import lock
+from siamese_audio.pipeline import lock, repair
 from siamese_audio.pipeline.hashing import hash_sources
 from siamese_audio.pipeline.paths import local_path
-from siamese_audio.pipeline.plan import Planned, batch_specs, batches_of, open_or_create
+from siamese_audio.pipeline.plan import Planned, batch_specs, batches_of, create, open_or_create
 from siamese_audio.pipeline.run import run_batches, strict_check
 from siamese_audio.pipeline.summary import BuildResult, result_from_catalog
 from siamese_audio.pipeline.tasks import warm_worker
@@ -44,7 +44,9 @@ class BuildConfig:
     ``source_dir`` and ``store_root`` are paths, or ``file://`` URLs, that the
     client and every Dask worker see alike. ``lock_wait_s``: how long to wait
     when another build holds this version's lock (0: stop at once with a
-    :class:`StoreError` naming the lock and its holder).
+    :class:`StoreError` naming the lock and its holder). ``repair``: when the
+    version is sealed but damaged, rewrite what is damaged from the sources
+    (:mod:`~siamese_audio.pipeline.repair`); without it such a build stops and says so.
     """
 
     dataset: str
@@ -59,6 +61,7 @@ class BuildConfig:
     feature_config: FeatureConfig | None = None  # default: the dataset's preset
     progress: bool = True
     lock_wait_s: float = 0.0
+    repair: bool = False  # a damaged sealed version: rewrite its damaged files from the sources
 
 
 def build(cfg: BuildConfig) -> BuildResult:
@@ -133,8 +136,12 @@ def _build_with(client, cfg: BuildConfig, config: FeatureConfig) -> BuildResult:
     )
     path = store_root / cfg.dataset / vid
     if store.is_sealed(path):
-        log.info(f"Feature version {vid} is already built and sealed at {path}: nothing to do.")
-        return result_from_catalog(vid, path, already_sealed=True)
+        damage = repair.damage(path, full=False)  # --repair checks every checksum, under the lock
+        if not cfg.repair:
+            if damage:
+                raise StoreError(repair.damaged_message(path, vid, damage))
+            log.info(f"Feature version {vid} is already built and sealed at {path}: nothing to do.")
+            return result_from_catalog(vid, path, already_sealed=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -146,11 +153,22 @@ def _build_with(client, cfg: BuildConfig, config: FeatureConfig) -> BuildResult:
                       what=f"Feature version {vid} ({path})") as held:
         if held.took_over is not None:
             log.info(f"Took over the lock {held.path} of a build that is gone: {held.took_over.describe()}.")
+        planned = Planned(vid, inputs, path)
+        old_files, repaired = None, []
+        if store.is_sealed(path) and cfg.repair:
+            old_files, repaired = repair.unseal_damaged(
+                path, n_batches=len(batches_of(sources.clips, source_dir, cfg.layout.clips_per_shard)),
+                fresh_metadata=lambda where: create(planned, where, cfg.dataset, config, cfg.layout, cfg.seed,
+                                                    cfg.crop_long, sources.clips))
         if store.is_sealed(path):
-            log.info(f"Feature version {vid} was built and sealed at {path} meanwhile: nothing to do.")
+            done = "is intact: nothing to repair" if cfg.repair else "was built and sealed meanwhile: nothing to do"
+            log.info(f"Feature version {vid} at {path} {done}.")
             return result_from_catalog(vid, path, already_sealed=True)
         store.remove_leftovers(path)
-        return _write_version(client, cfg, config, sources, Planned(vid, inputs, path))
+        result = _write_version(client, cfg, config, sources, planned)
+        repair.check_repaired(path, old_files)
+        result.repaired = repaired
+        return result
 
 
 def _write_version(client, cfg: BuildConfig, config: FeatureConfig, sources: _Sources,
