@@ -56,3 +56,19 @@ def write_checkpoint(path: Path, version, split, **changes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, payload)
     return path
+
+
+def wav_bytes(*, rate: int, channels: int = 1, bits: int = 16, fmt: int = 1, data: bytes = b"",
+              declared: int | None = None) -> bytes:
+    """A RIFF/WAVE file with any header values (PCM ``fmt`` 1, IEEE float 3), ``data`` as its samples.
+
+    ``declared``: the data chunk size the header claims (default ``len(data)``).
+    """
+    import struct
+
+    block = channels * bits // 8
+    fmt_chunk = struct.pack("<HHIIHH", fmt, channels & 0xFFFF, rate & 0xFFFFFFFF, (rate * block) & 0xFFFFFFFF,
+                            block & 0xFFFF, bits)
+    size = len(data) if declared is None else declared
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt_chunk + b"data" + struct.pack("<I", size & 0xFFFFFFFF)
+    return b"RIFF" + struct.pack("<I", (len(body) + len(data)) & 0xFFFFFFFF) + body + data
