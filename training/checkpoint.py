@@ -28,6 +28,13 @@ FORMAT = "siamese-audio-checkpoint/1"
 LAST = "last.pt"
 BEST = "best.pt"
 
+#: Bounds on what a checkpoint may describe, checked before any model is built: the report's network
+#: has 38.5 M parameters on 224 x 224 inputs.
+MAX_PARAMETERS = 2**31
+MAX_INPUT_SIDE = 2**16
+#: Resume state of ``last.pt`` besides :data:`META_KEYS`.
+LAST_KEYS = ("optimizer_state", "rng_states", "epoch_losses", "epoch_accuracies", "evals_since_best", "stopped")
+
 #: Keys every checkpoint carries besides the tensors.
 META_KEYS = (
     "format", "kind", "model_config", "train_config", "input_shape", "feature_version_id", "feature_config",
@@ -106,7 +113,149 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [key for key in (*META_KEYS, "model_state") if key not in payload]
     if missing:
         raise TrainingError(f"Checkpoint {path}: expected keys {missing} are missing.")
+    validate_checkpoint(payload, path)
     return payload
+
+
+def _fail(path: Path, what: str, got: Any) -> TrainingError:
+    text = repr(got)
+    return TrainingError(f"Checkpoint {path}: expected {what}. Got {text[:120] + ('...' if len(text) > 120 else '')}.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def parameter_count(config: ModelConfig, input_shape: tuple[int, int]) -> int:
+    """Parameters of the network ``config`` describes for ``input_shape``, by arithmetic (nothing is built)."""
+    channels, height, width = config.embedding_input_shape(input_shape)
+    count, previous = 0, 1
+    for filters, kernel in zip(config.conv_filters, config.conv_kernels):
+        count += filters * previous * kernel * kernel + filters
+        previous = filters
+    return count + channels * height * width * config.fc_units + 2 * config.fc_units + 1 + 2
+
+
+def expected_state_shapes(config: ModelConfig, input_shape: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the weights of that network (built on torch's meta device: no memory)."""
+    with torch.device("meta"):
+        model = SiameseNet(config, input_shape)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def validate_checkpoint(payload: dict[str, Any], path: Path) -> tuple[ModelConfig, tuple[int, int]]:
+    """Bound and check a checkpoint's description and tensors before any model is built from it.
+
+    The configs must parse, the input shape be two sizes in 1..:data:`MAX_INPUT_SIDE`, the network
+    they describe hold at most :data:`MAX_PARAMETERS` parameters, the weights be finite float tensors
+    of exactly that network's names and shapes (so building it allocates what the file holds), the
+    description's fields have their types, and ``last.pt`` carry a usable resume state.
+
+    Raises
+    ------
+    TrainingError
+        One line naming the checkpoint and the first field that does not fit.
+    """
+    if payload.get("kind") not in ("best", "last"):
+        raise _fail(path, "kind 'best' or 'last'", payload.get("kind"))
+    for key in ("model_config", "train_config"):
+        if not isinstance(payload[key], dict):
+            raise _fail(path, f"{key} to be a table of settings", payload[key])
+    try:
+        config = model_config_from_dict(payload["model_config"])
+        train_config_from_dict(payload["train_config"])
+    except TrainingError as exc:
+        raise TrainingError(f"Checkpoint {path}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(f"Checkpoint {path}: unusable settings ({type(exc).__name__}: {exc})"[:300]) from None
+    shape = payload["input_shape"]
+    if (not isinstance(shape, (list, tuple)) or len(shape) != 2
+            or not all(_is_int(n) and 1 <= n <= MAX_INPUT_SIDE for n in shape)):
+        raise _fail(path, f"input_shape to be two sizes in 1..{MAX_INPUT_SIDE} (mels, frames)", shape)
+    shape = (int(shape[0]), int(shape[1]))
+    try:
+        count = parameter_count(config, shape)
+    except TrainingError as exc:
+        raise TrainingError(f"Checkpoint {path}: {exc}") from None
+    if count > MAX_PARAMETERS:
+        raise TrainingError(f"Checkpoint {path}: its model config describes {count:,} parameters for input "
+                            f"{shape}; expected at most {MAX_PARAMETERS:,}.")
+    _check_weights(payload["model_state"], expected_state_shapes(config, shape), path)
+    _check_description(payload, path)
+    if payload["kind"] == "last":
+        _check_resume_state(payload, path)
+    return config, shape
+
+
+def _check_weights(state: Any, expected: dict[str, tuple[int, ...]], path: Path) -> None:
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise _fail(path, "model_state to map weight names to tensors", type(state).__name__)
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise TrainingError(f"Checkpoint {path}: its weights do not fit its model config: missing "
+                            f"{missing[:5]}, unexpected {unexpected[:5]}."[:400])
+    for name, shape in expected.items():
+        tensor = state[name]
+        if not isinstance(tensor, torch.Tensor) or not torch.is_floating_point(tensor):
+            raise _fail(path, f"weight {name} to be a float tensor", getattr(tensor, "dtype", type(tensor).__name__))
+        if tuple(tensor.shape) != shape:
+            raise TrainingError(f"Checkpoint {path}: weight {name} has shape {tuple(tensor.shape)}; its model "
+                                f"config and input shape make it {shape}.")
+        if not bool(torch.isfinite(tensor).all()):
+            raise TrainingError(f"Checkpoint {path}: weight {name} holds NaN or Inf values.")
+
+
+def _check_description(payload: dict[str, Any], path: Path) -> None:
+    from siamese_audio.training.metrics import EvalRecord
+
+    for key in ("training_classes", "validation_classes"):
+        if not _texts(payload[key]):
+            raise _fail(path, f"{key} to be a list of class names", payload[key])
+    for key in ("feature_version_id", "split_id", "dataset", "features_path", "split_path"):
+        if payload[key] is not None and not isinstance(payload[key], str):
+            raise _fail(path, f"{key} to be a string", payload[key])
+    for key in ("feature_config", "seeds", "library_versions"):
+        if payload[key] is not None and not isinstance(payload[key], dict):
+            raise _fail(path, f"{key} to be a table", payload[key])
+    for key in ("epoch", "best_epoch"):
+        if not _is_int(payload[key]) or payload[key] < 0:
+            raise _fail(path, f"{key} to be a non-negative integer", payload[key])
+    if not _is_number(payload["best_val_accuracy"]):
+        raise _fail(path, "best_val_accuracy to be a number", payload["best_val_accuracy"])
+    fields = {f for f in EvalRecord.__dataclass_fields__}
+    history = payload["history"]
+    if not isinstance(history, list) or not all(
+            isinstance(r, dict) and {"epoch", "train_loss", "train_accuracy", "val_accuracy"} <= set(r) <= fields
+            and all(_is_number(v) for v in r.values()) for r in history):
+        raise _fail(path, f"history to be a list of validation records with fields among {sorted(fields)}", history)
+
+
+def _check_resume_state(payload: dict[str, Any], path: Path) -> None:
+    missing = [key for key in LAST_KEYS if key not in payload]
+    if missing:
+        raise TrainingError(f"Checkpoint {path}: a last.pt checkpoint needs its resume state; {missing} are missing.")
+    if not isinstance(payload["optimizer_state"], dict):
+        raise _fail(path, "optimizer_state to be a table", type(payload["optimizer_state"]).__name__)
+    rng = payload["rng_states"]
+    if (not isinstance(rng, dict) or not isinstance(rng.get("numpy"), dict)
+            or not isinstance(rng.get("torch"), torch.Tensor) or rng["torch"].dtype != torch.uint8):
+        raise _fail(path, "rng_states with a 'numpy' table and a 'torch' byte tensor", type(rng).__name__)
+    for key in ("epoch_losses", "epoch_accuracies"):
+        values = payload[key]
+        if not isinstance(values, list) or len(values) != payload["epoch"] or not all(_is_number(v) for v in values):
+            raise _fail(path, f"{key} to be one number per epoch run ({payload['epoch']})", values)
+    if not _is_int(payload["evals_since_best"]) or payload["evals_since_best"] < 0:
+        raise _fail(path, "evals_since_best to be a non-negative integer", payload["evals_since_best"])
+    if payload["stopped"] not in (None, "patience", "max_epochs"):
+        raise _fail(path, "stopped to be None, 'patience' or 'max_epochs'", payload["stopped"])
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -28,6 +28,7 @@ import torch
 
 from siamese_audio.errors import TrainingError
 from siamese_audio.evaluation import evaluate_one_shot
+from siamese_audio.files import remove_temporaries
 from siamese_audio.training.checkpoint import (
     BEST,
     LAST,
@@ -336,11 +337,16 @@ def fit(
 def _resume_state(last_path: Path, described: dict[str, Any], model: SiameseNet, optimizer: torch.optim.Optimizer,
                   rng: np.random.Generator) -> _State:
     """Load ``last.pt`` into the model, optimizer and generators; return the run's progress."""
+    _remove_partial_writes(last_path.parent)
     payload = load_checkpoint(last_path)
     _check_resume(payload, described, last_path)
-    model.load_state_dict(payload["model_state"])
-    optimizer.load_state_dict(payload["optimizer_state"])
-    restore_rng_states(payload["rng_states"], rng)
+    try:
+        model.load_state_dict(payload["model_state"])
+        optimizer.load_state_dict(payload["optimizer_state"])
+        restore_rng_states(payload["rng_states"], rng)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise TrainingError(f"Cannot resume {last_path}: its optimizer or generator state does not fit this run "
+                            f"({type(exc).__name__}: {exc})"[:400]) from None
     return _State(
         epoch=payload["epoch"], epoch_losses=list(payload["epoch_losses"]),
         epoch_accuracies=list(payload["epoch_accuracies"]),
@@ -348,6 +354,12 @@ def _resume_state(last_path: Path, described: dict[str, Any], model: SiameseNet,
         best_val_accuracy=payload["best_val_accuracy"], best_epoch=payload["best_epoch"],
         evals_since_best=payload["evals_since_best"], stopped=payload["stopped"],
     )
+
+
+def _remove_partial_writes(run_dir: Path) -> None:
+    """Temporary files of writes a kill interrupted (``.last.pt.tmp-*``: hundreds of MB for the report network)."""
+    for name in (LAST, BEST, METRICS_CSV, CURVES_PNG):
+        remove_temporaries(run_dir / name)
 
 
 def _fresh_state(run_dir: Path, data: RunData, model: SiameseNet, model_config: ModelConfig,
@@ -359,6 +371,7 @@ def _fresh_state(run_dir: Path, data: RunData, model: SiameseNet, model_config: 
             f"or choose another --out."
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    _remove_partial_writes(run_dir)
     torch.manual_seed(train_config.seed)
     if model_config.input_norm == "standardize":
         model.set_input_stats(*input_stats(data.read, data.train_rows, seed=train_config.seed))
