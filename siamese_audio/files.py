@@ -61,27 +61,6 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
-def remove_temporaries(path: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporary files that :func:`write_atomic` of ``path`` left when its process was killed.
-
-    Those are ``.NAME.tmp-*`` beside ``path`` (a SIGKILL skips the clean-up). Call it
-    only when no other process may be writing ``path`` at the moment.
-
-    Returns
-    -------
-    list of Path
-        What was removed.
-    """
-    import glob
-
-    path = Path(path)
-    removed = []
-    for tmp in sorted(path.parent.glob(f".{glob.escape(path.name)}.tmp-*")):
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
-
-
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """:func:`write_atomic` of ``text`` in UTF-8."""
     write_atomic(path, text.encode("utf-8"))

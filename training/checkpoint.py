@@ -10,6 +10,7 @@ the split id, the training classes, the dataset, seeds and library versions.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from siamese_audio import versions
 from siamese_audio.errors import TrainingError
 from siamese_audio.files import write_atomic
 from siamese_audio.training.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
-from siamese_audio.training.embedder import TorchEmbedder
+from siamese_audio.training.embedder import TorchEmbedder, similarity_kind
 from siamese_audio.training.model import SiameseNet
 
 FORMAT = "siamese-audio-checkpoint/1"
@@ -34,6 +35,7 @@ MAX_PARAMETERS = 2**31
 MAX_INPUT_SIDE = 2**16
 #: Resume state of ``last.pt`` besides :data:`META_KEYS`.
 LAST_KEYS = ("optimizer_state", "rng_states", "epoch_losses", "epoch_accuracies", "evals_since_best", "stopped")
+STOPS = (None, "patience", "max_epochs", "max_minutes")
 
 #: Keys every checkpoint carries besides the tensors.
 META_KEYS = (
@@ -134,30 +136,33 @@ def _texts(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
 
 
-def parameter_count(config: ModelConfig, input_shape: tuple[int, int]) -> int:
-    """Parameters of the network ``config`` describes for ``input_shape``, by arithmetic (nothing is built)."""
-    channels, height, width = config.embedding_input_shape(input_shape)
-    count, previous = 0, 1
-    for filters, kernel in zip(config.conv_filters, config.conv_kernels):
-        count += filters * previous * kernel * kernel + filters
-        previous = filters
-    return count + channels * height * width * config.fc_units + 2 * config.fc_units + 1 + 2
+def expected_weights(config: ModelConfig, input_shape: tuple[int, int]) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """Names, shapes and float-ness of the weights of the network ``config`` describes for ``input_shape``.
 
+    The network is built on torch's meta device: no memory is allocated, whatever its size.
 
-def expected_state_shapes(config: ModelConfig, input_shape: tuple[int, int]) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the weights of that network (built on torch's meta device: no memory)."""
-    with torch.device("meta"):
-        model = SiameseNet(config, input_shape)
-    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    Raises
+    ------
+    TrainingError
+        The config cannot make a network for that shape (sizes past what a tensor can hold).
+    """
+    config.embedding_input_shape(input_shape)
+    try:
+        with torch.device("meta"):
+            model = SiameseNet(config, input_shape)
+    except (RuntimeError, ValueError, OverflowError) as exc:
+        raise TrainingError(f"Model config: cannot describe a network for input {input_shape} "
+                            f"({type(exc).__name__}: {exc})"[:300]) from None
+    return {name: (tuple(t.shape), torch.is_floating_point(t)) for name, t in model.state_dict().items()}
 
 
 def validate_checkpoint(payload: dict[str, Any], path: Path) -> tuple[ModelConfig, tuple[int, int]]:
     """Bound and check a checkpoint's description and tensors before any model is built from it.
 
     The configs must parse, the input shape be two sizes in 1..:data:`MAX_INPUT_SIDE`, the network
-    they describe hold at most :data:`MAX_PARAMETERS` parameters, the weights be finite float tensors
-    of exactly that network's names and shapes (so building it allocates what the file holds), the
-    description's fields have their types, and ``last.pt`` carry a usable resume state.
+    they describe hold at most :data:`MAX_PARAMETERS` parameters, the weights be finite tensors of
+    exactly that network's names, shapes and kinds (so building it allocates what the file holds),
+    the description's fields have their types, and ``last.pt`` carry a usable resume state.
 
     Raises
     ------
@@ -169,47 +174,46 @@ def validate_checkpoint(payload: dict[str, Any], path: Path) -> tuple[ModelConfi
     for key in ("model_config", "train_config"):
         if not isinstance(payload[key], dict):
             raise _fail(path, f"{key} to be a table of settings", payload[key])
-    try:
-        config = model_config_from_dict(payload["model_config"])
-        train_config_from_dict(payload["train_config"])
-    except TrainingError as exc:
-        raise TrainingError(f"Checkpoint {path}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise TrainingError(f"Checkpoint {path}: unusable settings ({type(exc).__name__}: {exc})"[:300]) from None
     shape = payload["input_shape"]
     if (not isinstance(shape, (list, tuple)) or len(shape) != 2
             or not all(_is_int(n) and 1 <= n <= MAX_INPUT_SIDE for n in shape)):
         raise _fail(path, f"input_shape to be two sizes in 1..{MAX_INPUT_SIDE} (mels, frames)", shape)
     shape = (int(shape[0]), int(shape[1]))
     try:
-        count = parameter_count(config, shape)
+        config = model_config_from_dict(payload["model_config"])
+        train_config_from_dict(payload["train_config"])
+        expected = expected_weights(config, shape)
     except TrainingError as exc:
         raise TrainingError(f"Checkpoint {path}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(f"Checkpoint {path}: unusable settings ({type(exc).__name__}: {exc})"[:300]) from None
+    count = sum(math.prod(s) for s, _ in expected.values())
     if count > MAX_PARAMETERS:
         raise TrainingError(f"Checkpoint {path}: its model config describes {count:,} parameters for input "
                             f"{shape}; expected at most {MAX_PARAMETERS:,}.")
-    _check_weights(payload["model_state"], expected_state_shapes(config, shape), path)
+    _check_weights(payload["model_state"], expected, path)
     _check_description(payload, path)
     if payload["kind"] == "last":
         _check_resume_state(payload, path)
     return config, shape
 
 
-def _check_weights(state: Any, expected: dict[str, tuple[int, ...]], path: Path) -> None:
+def _check_weights(state: Any, expected: dict[str, tuple[tuple[int, ...], bool]], path: Path) -> None:
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise _fail(path, "model_state to map weight names to tensors", type(state).__name__)
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise TrainingError(f"Checkpoint {path}: its weights do not fit its model config: missing "
                             f"{missing[:5]}, unexpected {unexpected[:5]}."[:400])
-    for name, shape in expected.items():
+    for name, (shape, floating) in expected.items():
         tensor = state[name]
-        if not isinstance(tensor, torch.Tensor) or not torch.is_floating_point(tensor):
-            raise _fail(path, f"weight {name} to be a float tensor", getattr(tensor, "dtype", type(tensor).__name__))
+        if not isinstance(tensor, torch.Tensor) or torch.is_floating_point(tensor) != floating:
+            kind = "a float" if floating else "an integer"
+            raise _fail(path, f"weight {name} to be {kind} tensor", getattr(tensor, "dtype", type(tensor).__name__))
         if tuple(tensor.shape) != shape:
             raise TrainingError(f"Checkpoint {path}: weight {name} has shape {tuple(tensor.shape)}; its model "
                                 f"config and input shape make it {shape}.")
-        if not bool(torch.isfinite(tensor).all()):
+        if floating and not bool(torch.isfinite(tensor).all()):
             raise TrainingError(f"Checkpoint {path}: weight {name} holds NaN or Inf values.")
 
 
@@ -254,8 +258,24 @@ def _check_resume_state(payload: dict[str, Any], path: Path) -> None:
             raise _fail(path, f"{key} to be one number per epoch run ({payload['epoch']})", values)
     if not _is_int(payload["evals_since_best"]) or payload["evals_since_best"] < 0:
         raise _fail(path, "evals_since_best to be a non-negative integer", payload["evals_since_best"])
-    if payload["stopped"] not in (None, "patience", "max_epochs"):
-        raise _fail(path, "stopped to be None, 'patience' or 'max_epochs'", payload["stopped"])
+    if payload["stopped"] not in STOPS:
+        raise _fail(path, f"stopped to be one of {STOPS}", payload["stopped"])
+    if "elapsed_s" in payload and (not _is_number(payload["elapsed_s"]) or not 0 <= payload["elapsed_s"] < math.inf):
+        raise _fail(path, "elapsed_s to be a non-negative number of seconds", payload["elapsed_s"])
+
+
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the ``.NAME.tmp-*`` files that a run killed while writing a checkpoint left in ``run_dir``.
+
+    Call it only when no other process writes into ``run_dir`` (resuming it).
+    """
+    removed = []
+    for tmp in sorted(Path(run_dir).glob(".*.tmp-*")):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -316,8 +336,6 @@ def load_embedder(checkpoint_path: str | Path, device: str | torch.device = "aut
     torch_device = resolve_device(device)
     model = model_from_checkpoint(payload, torch_device)
     train_config = train_config_from_dict(payload["train_config"])
-    embedder = TorchEmbedder(
-        model, torch_device, batch_size=train_config.eval_batch_size,
-        similarity_kind="distance" if train_config.loss == "contrastive" else "sigmoid",
-    )
+    embedder = TorchEmbedder(model, torch_device, batch_size=train_config.eval_batch_size,
+                             similarity_kind=similarity_kind(train_config.loss))
     return embedder, checkpoint_meta(payload)

@@ -9,15 +9,22 @@ import torch
 
 from siamese_audio.training.model import SiameseNet
 
+PRECISIONS = ("auto", "bf16", "fp32")
 
-def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; nothing elsewhere."""
-    if device.type == "cuda":
+
+def autocast_context(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA unless ``precision`` is ``"fp32"``; float32 elsewhere."""
+    if device.type == "cuda" and precision != "fp32":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 CPU_FORWARD_BATCH = 8
+
+
+def similarity_kind(loss: str) -> str:
+    """How a network trained with ``loss`` scores pairs: ``"distance"`` (contrastive) or ``"logit"`` (the rest)."""
+    return "distance" if loss == "contrastive" else "logit"
 
 
 class TorchEmbedder:
@@ -33,24 +40,31 @@ class TorchEmbedder:
         (large batches thrash the CPU caches: with the report-shaped encoder on
         64 x 64 inputs, 8 clips a pass ran 1.4x faster per clip than 64).
     similarity_kind : str
-        ``"sigmoid"``: sigmoid of the head's logit (bce / mse training);
-        ``"distance"``: ``1 / (1 + distance)`` (contrastive training).
+        ``"logit"``: the head's logit (:meth:`SiameseNet.logits`: the difference
+        head's unit, a cosine, or minus a squared distance); ``"distance"``: minus
+        the contrastive distance. Scores are ranked as they are, never squashed
+        through a sigmoid (whose float32 value is exactly 1.0 above a logit of
+        ~16.7, which would tie the top scores).
+    precision : str
+        ``"auto"`` or ``"bf16"``: bf16 autocast on CUDA; ``"fp32"``: float32 everywhere.
     """
 
     def __init__(
-        self, model: SiameseNet, device: torch.device, *, batch_size: int = 64, similarity_kind: str = "sigmoid"
+        self, model: SiameseNet, device: torch.device, *, batch_size: int = 64, similarity_kind: str = "logit",
+        precision: str = "auto",
     ) -> None:
         self.model = model
         self.device = device
         self.batch_size = batch_size if torch.device(device).type == "cuda" else min(batch_size, CPU_FORWARD_BATCH)
         self.similarity_kind = similarity_kind
+        self.precision = precision
 
     @contextlib.contextmanager
     def _inference(self):
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad(), autocast_context(self.device):
+            with torch.no_grad(), autocast_context(self.device, self.precision):
                 yield
         finally:
             self.model.train(was_training)
@@ -68,12 +82,12 @@ class TorchEmbedder:
         return np.concatenate(out).astype(np.float32, copy=False)
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Similarity in [0, 1] of embedding pairs, [shape=(P, D)] each -> [shape=(P,), float32]."""
+        """Similarity logits of embedding pairs, [shape=(P, D)] each -> [shape=(P,), float32]; higher is more similar."""
         with self._inference():
             ta = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
             tb = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)).to(self.device)
             if self.similarity_kind == "distance":
-                score = 1.0 / (1.0 + self.model.distance(ta, tb))
+                score = -self.model.distance(ta, tb)
             else:
-                score = torch.sigmoid(self.model.logits(ta, tb).float())
+                score = self.model.logits(ta, tb).float()
         return score.float().cpu().numpy().astype(np.float32, copy=False)
