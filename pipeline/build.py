@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siamese_audio.errors import AudioDecodeError, DatasetLayoutError, StoreError
+from siamese_audio.errors import AudioDecodeError, DatasetLayoutError, FeatureConfigError, StoreError
 from siamese_audio.features import catalog, store
 from siamese_audio.features.config import FeatureConfig, preset
 from siamese_audio.features.fingerprint import version_id as fingerprint
@@ -62,6 +62,11 @@ class BuildConfig:
     progress: bool = True
     lock_wait_s: float = 0.0
     repair: bool = False  # a damaged sealed version: rewrite its damaged files from the sources
+
+    def __post_init__(self) -> None:
+        # One rule for seeds, as training and evaluation have it.
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise FeatureConfigError(f"Build config: expected seed to be a non-negative integer. Got {self.seed!r}.")
 
 
 def build(cfg: BuildConfig) -> BuildResult:
@@ -210,8 +215,14 @@ def _seal(planned: Planned, sources: _Sources, n_batches: int) -> BuildResult:
             + "\n  ".join(r["reason"] for r in records[:10])
         )
     store.remove_leftovers(path)  # temporaries of tasks killed mid-write (a worker died)
-    catalog.write_catalog(path / store.CATALOG, records, sources.scan.column_types)
-    store.seal(path, version_id=vid, shard_checksums=checksums)
+    try:
+        catalog.write_catalog(path / store.CATALOG, records, sources.scan.column_types)
+        store.seal(path, version_id=vid, shard_checksums=checksums)
+    except OSError as exc:  # a full disk: every write is atomic, the version stays unsealed and resumable
+        raise StoreError(
+            f"{path}: cannot write the catalog or the seal ({exc.strerror or exc}). The version is not sealed; "
+            "fix the cause (free space) and run the build again: it resumes and seals it."
+        ) from None
     result = result_from_catalog(vid, path, already_sealed=False)
     for w in result.warnings:
         log.warning(w)
