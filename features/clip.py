@@ -105,10 +105,12 @@ def compute_block(
     block = np.full((len(clips), config.n_mels, config.n_frames), np.nan, dtype=np.float32)
     infos = []
     for clip in clips:
-        y, info = prepare_clip(clip, config, seed, crop_long)
-        if y is not None:
-            with np.errstate(over="ignore", invalid="ignore"):
-                logmel = extract(y)
+        # Samples near float32's limits overflow the resampler's or the log-mel's sums: the result
+        # is not finite and the clip rejected below, so numpy's warnings say nothing new.
+        with np.errstate(over="ignore", invalid="ignore"):
+            y, info = prepare_clip(clip, config, seed, crop_long)
+            logmel = extract(y) if y is not None else None
+        if logmel is not None:
             if np.isfinite(logmel).all():
                 block[clip.row - first_row] = logmel
             else:  # samples so large (float WAVs can hold 1e20) that the power spectrum overflows

@@ -108,14 +108,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged file
-        raise TrainingError(f"Checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise TrainingError(f"Checkpoint {path}: expected format {FORMAT!r}. Got {found!r}.")
-    missing = [key for key in (*META_KEYS, "model_state") if key not in payload]
-    if missing:
-        raise TrainingError(f"Checkpoint {path}: expected keys {missing} are missing.")
-    validate_checkpoint(payload, path)
+        raise TrainingError(" ".join(f"Checkpoint {path} cannot be read: {type(exc).__name__}: {exc}".split())[:500]
+                            ) from None
+    try:
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+            raise _fail(path, f"format {FORMAT!r}", found)
+        missing = [key for key in (*META_KEYS, "model_state") if key not in payload]
+        if missing:
+            raise TrainingError(f"Checkpoint {path}: expected keys {missing} are missing.")
+        validate_checkpoint(payload, path)
+    except TrainingError as exc:  # values quoted in the message may span lines (a tensor's repr)
+        raise TrainingError(" ".join(str(exc).split())) from None
     return payload
 
 
