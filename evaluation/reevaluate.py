@@ -6,8 +6,9 @@ would not be a fair one-shot test (:mod:`evaluation.checks`), and evaluates each
 split with :func:`evaluation.suite.evaluate_classes`.
 
 Splits come from files (``--split``, any number) or are regenerated
-(``--regenerate K --seed S``): split ``k`` tests the first ``n_classes`` of
-:func:`manifests.splits.seeded_order` with seed ``S + k`` over the stored classes
+(``--regenerate K --seed S``): K distinct splits, each testing the first ``n_classes`` of
+:func:`manifests.splits.seeded_order` with seed ``S``, ``S + 1``, ... (skipping seeds
+that repeat a set) over the stored classes
 that are *neither* the checkpoint's training classes *nor* its validation classes
 (the classes that chose ``best.pt``); the checkpoint's validation classes are its
 validation classes, every other class is in train. When fewer than ``n_classes``
@@ -26,6 +27,7 @@ Wilson interval of all tasks pooled is reported beside it, labelled as pooled.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +59,9 @@ from siamese_audio.manifests.split_catalog import SOURCE_COLUMN, clip_rows, clip
 from siamese_audio.manifests.splits import Split, seeded_order
 
 SUBSETS = ("test", "validation")
+
+#: Seeds tried per regenerated split asked for, at most, while looking for distinct sets of test classes.
+MAX_SEED_TRIES = 100
 
 #: Checkpoint description keys evaluation relies on.
 REQUIRED_META = ("feature_config", "feature_version_id", "split_id", "training_classes", "dataset")
@@ -296,8 +301,10 @@ def regenerate_splits(
     training_classes, validation_classes : sequence of str
         The checkpoint's training classes and the validation classes that chose it.
     k : int
-        Splits; split ``i`` tests the first ``n_classes`` of
-        ``seeded_order(unseen classes, seed + i)``.
+        Distinct splits: seeds ``seed, seed + 1, ...`` each test the first
+        ``n_classes`` of ``seeded_order(unseen classes, seed)``; a seed that
+        repeats an earlier split's test classes is skipped (a note says so).
+        Fewer than ``k`` when fewer distinct sets exist.
     seed : int
     n_classes : int
         Test (evaluating) classes per split, at least 2.
@@ -312,7 +319,7 @@ def regenerate_splits(
         validation classes (those stored and not drawn) in validation, all others in train.
     notes : list[str]
         How many classes remained to draw from; when the draw could not avoid
-        seen classes; when two splits drew the same test classes.
+        seen classes; seeds skipped, or fewer distinct splits than asked.
 
     Raises
     ------
@@ -346,19 +353,30 @@ def regenerate_splits(
     else:
         notes.append(f"Regenerated splits: {n_classes} test classes drawn from the {len(remaining)} unseen "
                      f"classes ({counts}).")
-    sources = []
-    for i in range(k):
-        test = sorted(seeded_order(universe, seed + i)[:n_classes])
-        held_out = sorted((validation & set(stored)) - set(test))
-        full = Split(version.dataset, "random", seed + i,
-                     {"train": sorted(set(stored) - set(test) - set(held_out)), "validation": held_out,
-                      "test": test})
-        sources.append(SplitSource(split=full, path=None))
-    distinct = {tuple(s.split.classes["test"]) for s in sources}
-    if len(distinct) < k:
-        notes.append(f"Only {len(distinct)} distinct sets of test classes among the {k} regenerated splits "
-                     f"({len(universe)} classes to draw {n_classes} from): repeated splits add tasks, not "
-                     f"information about other classes.")
+    possible = math.comb(len(universe), n_classes)
+    wanted = min(k, possible)
+    sources: list[SplitSource] = []
+    drawn: set[tuple[str, ...]] = set()
+    candidate = seed
+    # Seeds seed, seed + 1, ... skipping any that repeats a set already drawn: a repeated split
+    # would score the same tasks again and narrow the interval across splits for nothing.
+    while len(sources) < wanted and candidate < seed + MAX_SEED_TRIES * k:
+        test = tuple(sorted(seeded_order(universe, candidate)[:n_classes]))
+        if test not in drawn:
+            drawn.add(test)
+            held_out = sorted((validation & set(stored)) - set(test))
+            full = Split(version.dataset, "random", candidate,
+                         {"train": sorted(set(stored) - set(test) - set(held_out)), "validation": held_out,
+                          "test": list(test)})
+            sources.append(SplitSource(split=full, path=None))
+        candidate += 1
+    if len(sources) < k:
+        notes.append(f"Only {len(sources)} distinct sets of {n_classes} test classes could be drawn from the "
+                     f"{len(universe)} classes ({possible} exist), not the {k} asked: the interval across splits "
+                     f"covers {len(sources)} split(s).")
+    elif candidate - seed > k:
+        notes.append(f"Seeds {seed}..{candidate - 1} drew {k} distinct splits; seeds that repeated an earlier "
+                     f"split's test classes were skipped.")
     return sources, notes
 
 

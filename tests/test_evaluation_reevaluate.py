@@ -142,10 +142,16 @@ def test_regenerated_splits_avoid_training_classes_and_say_when_they_cannot(vers
     assert len(sources) == 3 and notes[0] == (
         "Regenerated splits: 3 test classes drawn from the 6 unseen classes (6 of the 12 stored classes are "
         "neither among the checkpoint's 6 training classes (6 stored) nor its 0 validation classes (0 stored)).")
-    assert notes[1].startswith("Only 2 distinct sets of test classes among the 3 regenerated splits")
+    # Seed 7 repeats an earlier split's test classes: skipped, so the 3 splits are distinct (seeds 5, 6, 8).
+    assert notes[1] == "Seeds 5..8 drew 3 distinct splits; seeds that repeated an earlier split's test classes were skipped."
+    assert [s.split.seed for s in sources] == [5, 6, 8]
     tests = [s.split.classes["test"] for s in sources]
     assert all(len(t) == 3 and not set(t) & set(TRAIN) for t in tests)
-    assert len({tuple(t) for t in tests}) > 1  # different seeds, different splits
+    assert len({tuple(t) for t in tests}) == 3
+    # Fewer distinct sets than asked: all of them, and a note.
+    few, few_notes = regenerate_splits(version, CLASSES[:8], k=5, seed=0, n_classes=3)  # 4 classes: 4 sets of 3
+    assert len({tuple(s.split.classes["test"]) for s in few}) == len(few) == 4
+    assert "Only 4 distinct sets of 3 test classes could be drawn from the 4 classes (4 exist)" in few_notes[1]
     assert all(s.split.all_classes() == CLASSES for s in sources)
     again, _ = regenerate_splits(version, TRAIN, k=3, seed=5, n_classes=3)
     assert [s.split.split_id for s in again] == [s.split.split_id for s in sources]
