@@ -34,7 +34,7 @@ def check_unseen(
     allow_overlap : bool
         Return the overlap instead of raising.
     where : str
-        What is evaluated (e.g. ``"split 3fa2... (test)"``), for the message.
+        What is evaluated (e.g. ``"the test classes of split 3fa2..."``), for the message.
 
     Returns
     -------
@@ -53,14 +53,14 @@ def check_unseen(
     overlap = {c: SEEN_IN_TRAINING for c in seen_training}
     overlap.update({c: SEEN_IN_VALIDATION for c in seen_validation})
     if overlap and not allow_overlap:
-        target = f" of {where}" if where else ""
+        target = f" {where}" if where else ""
         parts = []
         if seen_training:
             parts.append(f"training classes {seen_training}")
         if seen_validation:
             parts.append(f"validation classes {seen_validation} (they selected the checkpoint's best weights)")
         raise EvaluationError(
-            f"Refusing to evaluate: {len(overlap)} evaluating class(es){target} were seen by the checkpoint, "
+            f"Refusing to evaluate{target}: {len(overlap)} of the evaluating classes were seen by the checkpoint, "
             f"so the test would not be one-shot: {'; '.join(parts)}. "
             f"Use a split whose evaluating classes are unseen, or pass --allow-overlap."
         )

@@ -511,7 +511,7 @@ def plan_split(source: SplitSource, version: VersionLike, meta: Mapping[str, Any
     if len(rows) < 2:
         raise EvaluationError(f"{where.capitalize()} has {len(rows)} {subset} class(es); a one-shot test needs at least 2.")
     overlap = check_unseen(rows, training=meta["training_classes"], validation=meta.get("validation_classes") or (),
-                           allow_overlap=allow_overlap, where=f"{where} ({subset})")
+                           allow_overlap=allow_overlap, where=f"the {subset} classes of {where}")
     if overlap:
         seen = ", ".join(f"{c} ({how})" for c, how in overlap.items())
         notes.append(f"Split {source.split.split_id}: {subset} classes seen by the checkpoint were evaluated "
