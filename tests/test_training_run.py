@@ -80,12 +80,14 @@ def test_run_directory_holds_metrics_and_curves(trained):
     run_dir = trained.run_dir
     assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "curves.png", "last.pt", "metrics.csv"]
     rows = (run_dir / "metrics.csv").read_text().splitlines()
-    assert rows[0] == "epoch,train_loss,train_accuracy,val_accuracy,val_n_tasks,val_ci95_low,val_ci95_high"
+    assert rows[0] == ("epoch,train_loss,train_accuracy,val_accuracy,val_n_tasks,val_ci95_low,val_ci95_high,"
+                       "elapsed_s,lr")
     assert len(rows) == 1 + len(trained.history)
     h = trained.history[1]
     assert [float(v) for v in rows[2].split(",")] == pytest.approx(
-        [20, h.train_loss, h.train_accuracy, h.val_accuracy, h.val_n_tasks, h.val_ci95_low, h.val_ci95_high],
-        abs=1e-6)
+        [20, h.train_loss, h.train_accuracy, h.val_accuracy, h.val_n_tasks, h.val_ci95_low, h.val_ci95_high,
+         h.elapsed_s, h.lr], abs=0.06)
+    assert 0 < trained.history[0].elapsed_s < h.elapsed_s <= trained.elapsed_s and h.lr == TRAIN.lr
     assert h.val_n_tasks > 0 and h.val_ci95_low <= h.val_accuracy <= h.val_ci95_high
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -129,8 +131,11 @@ def test_best_checkpoint_reproduces_its_validation_accuracy(trained, data):
     emb = embedder.embed(x)
     assert emb.shape == (3, TINY_MODEL.fc_units) and emb.dtype == np.float32
     sim = embedder.similarity(emb[:2], emb[1:])
-    assert sim.shape == (2,) and np.isfinite(sim).all()  # logits: ranked as they are
-    prob = embedder.probability(emb[:2], emb[1:])
+    assert sim.shape == (2,) and sim.dtype == np.float32 and np.all(np.isfinite(sim))
+    with torch.no_grad():  # logits, not a saturating sigmoid
+        expected = embedder.model.logits(torch.from_numpy(emb[:2]), torch.from_numpy(emb[1:])).numpy()
+    np.testing.assert_allclose(sim, expected, rtol=1e-6)
+    prob = embedder.probability(emb[:2], emb[1:])  # the difference head's sigmoid, for display only
     np.testing.assert_allclose(prob, 1 / (1 + np.exp(-sim.astype(np.float64))), rtol=1e-5)
 
 
@@ -156,7 +161,13 @@ def test_resume_gives_the_same_history_as_an_uninterrupted_run(tmp_path, data, k
     a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "killed" / "last.pt")
     assert a["epoch_losses"] == b["epoch_losses"]
     assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
-    assert (tmp_path / "killed" / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()
+    assert _without_wall_clock(tmp_path / "killed" / "metrics.csv") == _without_wall_clock(tmp_path / "whole" / "metrics.csv")
+
+
+def _without_wall_clock(path) -> list[list[str]]:
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    column = rows[0].index("elapsed_s")
+    return [row[:column] + row[column + 1:] for row in rows]
 
 
 def test_resident_training_matches_reading_the_store(tmp_path, data):

@@ -21,7 +21,7 @@ from siamese_audio import versions
 from siamese_audio.errors import TrainingError
 from siamese_audio.files import write_atomic
 from siamese_audio.training.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
-from siamese_audio.training.embedder import TorchEmbedder
+from siamese_audio.training.embedder import TorchEmbedder, similarity_kind
 from siamese_audio.training.model import SiameseNet
 
 FORMAT = "siamese-audio-checkpoint/1"
@@ -112,6 +112,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the ``.NAME.tmp-*`` files that a run killed while writing a checkpoint left in ``run_dir``.
+
+    Call it only when no other process writes into ``run_dir`` (resuming it).
+    """
+    removed = []
+    for tmp in sorted(Path(run_dir).glob(".*.tmp-*")):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
 
@@ -170,8 +182,6 @@ def load_embedder(checkpoint_path: str | Path, device: str | torch.device = "aut
     torch_device = resolve_device(device)
     model = model_from_checkpoint(payload, torch_device)
     train_config = train_config_from_dict(payload["train_config"])
-    embedder = TorchEmbedder(
-        model, torch_device, batch_size=train_config.eval_batch_size,
-        similarity_kind="distance" if train_config.loss == "contrastive" else "logit",
-    )
+    embedder = TorchEmbedder(model, torch_device, batch_size=train_config.eval_batch_size,
+                             similarity_kind=similarity_kind(train_config.loss))
     return embedder, checkpoint_meta(payload)

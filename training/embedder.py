@@ -1,7 +1,8 @@
 """A trained :class:`~training.model.SiameseNet` as an evaluation ``Embedder`` (NumPy in, NumPy out).
 
 ``similarity`` returns a score to rank by that does not saturate: the head's
-logit (bce / mse training), or the negative distance (contrastive training).
+logit (a difference unit, a cosine or minus a squared distance, by the head), or
+minus the distance (contrastive training).
 A float32 sigmoid of the logit is exactly 1.0 above a logit of about 16.7
 (and 0.0 below about -103), so ranking sigmoids ties supports the network tells
 apart; ``probability`` gives the sigmoid where a probability is to be shown.
@@ -19,10 +20,12 @@ import torch
 from siamese_audio.errors import TrainingError
 from siamese_audio.training.model import SiameseNet
 
+PRECISIONS = ("auto", "bf16", "fp32")
 
-def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; nothing elsewhere."""
-    if device.type == "cuda":
+
+def autocast_context(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA unless ``precision`` is ``"fp32"``; float32 elsewhere."""
+    if device.type == "cuda" and precision != "fp32":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -31,6 +34,11 @@ CPU_FORWARD_BATCH = 8
 
 #: ``similarity_kind`` values: the head's logit, or the embeddings' negative distance.
 SIMILARITY_KINDS = ("logit", "distance")
+
+
+def similarity_kind(loss: str) -> str:
+    """How a network trained with ``loss`` scores pairs: ``"distance"`` (contrastive) or ``"logit"`` (the rest)."""
+    return "distance" if loss == "contrastive" else "logit"
 
 
 class TorchEmbedder:
@@ -46,12 +54,19 @@ class TorchEmbedder:
         (large batches thrash the CPU caches: with the report-shaped encoder on
         64 x 64 inputs, 8 clips a pass ran 1.4x faster per clip than 64).
     similarity_kind : str
-        ``"logit"``: the head's logit (bce / mse training);
-        ``"distance"``: minus the embeddings' distance (contrastive training).
+        ``"logit"``: the head's logit (:meth:`SiameseNet.logits`: the difference
+        head's unit, a cosine, or minus a squared distance); ``"distance"``: minus
+        the contrastive distance. Scores are ranked as they are, never squashed
+        through a sigmoid (whose float32 value is exactly 1.0 above a logit of
+        ~16.7, which would tie the top scores).
+    precision : str
+        ``"auto"`` or ``"bf16"``: bf16 autocast on CUDA for the encoder; ``"fp32"``: float32
+        everywhere. The similarity head always runs in float32.
     """
 
     def __init__(
-        self, model: SiameseNet, device: torch.device, *, batch_size: int = 64, similarity_kind: str = "logit"
+        self, model: SiameseNet, device: torch.device, *, batch_size: int = 64, similarity_kind: str = "logit",
+        precision: str = "auto",
     ) -> None:
         if similarity_kind not in SIMILARITY_KINDS:
             raise TrainingError(f"Expected similarity_kind among {list(SIMILARITY_KINDS)}. Got {similarity_kind!r}.")
@@ -59,13 +74,14 @@ class TorchEmbedder:
         self.device = device
         self.batch_size = batch_size if torch.device(device).type == "cuda" else min(batch_size, CPU_FORWARD_BATCH)
         self.similarity_kind = similarity_kind
+        self.precision = precision
 
     @contextlib.contextmanager
     def _inference(self):
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad(), autocast_context(self.device):
+            with torch.no_grad(), autocast_context(self.device, self.precision):
                 yield
         finally:
             self.model.train(was_training)
@@ -108,9 +124,11 @@ class TorchEmbedder:
         """Probability that each pair is of one class, the sigmoid of the logit, [shape=(P,), float32].
 
         For showing a probability only; rank by :meth:`similarity`, which does
-        not saturate. Contrastive networks have no probability head.
+        not saturate. Only the difference head's unit is a probability's logit
+        (cosine and euclidean heads, and contrastive networks, have none).
         """
-        if self.similarity_kind != "logit":
-            raise TrainingError("A network trained with the contrastive loss has no probability head; "
-                                "use similarity() (minus the distance) to rank pairs.")
+        head = getattr(self.model.config, "head", "difference")
+        if self.similarity_kind != "logit" or head != "difference":
+            raise TrainingError(f"This network (head {head!r}, scores {self.similarity_kind!r}) has no probability "
+                                f"head; use similarity() to rank pairs.")
         return torch.sigmoid(self._head(a, b)).cpu().numpy().astype(np.float32, copy=False)
