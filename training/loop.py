@@ -372,6 +372,7 @@ def fit(
     -------
     TrainResult
     """
+    clock = time.monotonic()  # the budget counts setup too: statistics, resident loading, validations
     run_dir = Path(run_dir)
     check_run_data(data, model_config, train_config)
     torch_device = resolve_device(device)
@@ -391,7 +392,7 @@ def fit(
     else:
         reader = StoreReader(data.read, torch_device)
     run = _Run(data, train_config, torch_device, evaluate, described, run_dir, model, optimizer, rng, state,
-               precision=precision, profile=profile)
+               precision=precision, profile=profile, started=clock - state.elapsed_s)
     run.loop(reader, progress=progress, on_epoch=on_epoch)
     return TrainResult(
         run_dir=run_dir, best_checkpoint=run_dir / BEST, best_val_accuracy=state.best_val_accuracy,
@@ -416,6 +417,7 @@ class _Run:
     state: _State
     precision: str = "auto"
     profile: bool = False
+    started: float = 0.0
     _times: list[tuple[float, float, int]] = field(default_factory=list)
 
     def _sync(self) -> float:
@@ -441,8 +443,8 @@ class _Run:
         from tqdm import tqdm
 
         config, state = self.config, self.state
-        started = time.monotonic() - state.elapsed_s
-        last_validation_s = 0.0
+        started = self.started
+        last_validation_s = last_step_s = 0.0
         bar = tqdm(total=config.max_epochs, initial=state.epoch, file=sys.stderr, disable=not progress,
                    desc="train", unit="epoch", dynamic_ncols=True)
         try:
@@ -459,10 +461,12 @@ class _Run:
                 state.epoch += 1
                 state.epoch_losses.append(loss)
                 state.epoch_accuracies.append(accuracy)
-                state.elapsed_s = time.monotonic() - started
+                now = time.monotonic()
+                last_step_s, state.elapsed_s = now - started - state.elapsed_s, now - started
                 bar.update(1)
+                # stop while one more step and a validation still fit in the budget
                 out_of_time = bool(config.max_minutes) and (
-                    state.elapsed_s + last_validation_s >= 60.0 * config.max_minutes)
+                    state.elapsed_s + last_step_s + last_validation_s >= 60.0 * config.max_minutes)
                 if state.epoch % config.eval_every == 0 or state.epoch == config.max_epochs or out_of_time:
                     t0 = time.monotonic()
                     self.after_validation(out_of_time=out_of_time, started=started)
