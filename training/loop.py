@@ -516,8 +516,9 @@ def _resume_state(last_path: Path, described: dict[str, Any], model: SiameseNet,
     optimizer.load_state_dict(payload["optimizer_state"])
     restore_rng_states(payload["rng_states"], rng)
     stopped = payload["stopped"]
-    if stopped == "max_minutes" and (not config.max_minutes or payload.get("elapsed_s", 0.0) < 60 * config.max_minutes):
-        stopped = None  # a larger budget: go on where the last one ended
+    saved_budget = float(payload["train_config"].get("max_minutes", 0.0))
+    if stopped == "max_minutes" and (not config.max_minutes or config.max_minutes > saved_budget):
+        stopped = None  # a larger budget (or none): go on where the last one ended
     return _State(
         epoch=payload["epoch"], epoch_losses=list(payload["epoch_losses"]),
         epoch_accuracies=list(payload["epoch_accuracies"]),
