@@ -53,6 +53,7 @@ for dataset in esc50 audiomnist; do
             | "$BIN/python" -c 'import json,sys; print(json.load(sys.stdin)["path"])')
   "$BIN/siamese-audio" -q split "$dataset" --features "$version" --scheme random --seed 0 --sizes 10/5/5 \
       --out "$OUT/$dataset-split.parquet" --json > /dev/null
+  mkdir -p "$OUT/runs"
   for resident in "" "--resident"; do
     for precision in bf16 fp32; do
       run="$OUT/runs/$dataset${resident:+-resident}-$precision"

@@ -205,13 +205,14 @@ def test_max_minutes_stops_cleanly_and_a_larger_budget_resumes(tmp_path):
     slow = dataclasses.replace(TRAIN, max_epochs=5000, eval_every=1000, max_minutes=0.03)
     stopped = fit(data, MODEL, slow, tmp_path / "run", device="cpu", progress=False)
     assert stopped.stopped == "max_minutes" and 0 < stopped.epochs_run < 5000
-    assert stopped.elapsed_s <= 0.03 * 60 + 5  # one step and one validation past the budget at most
+    assert stopped.elapsed_s < 0.03 * 60 + 30  # a step and a validation past the budget at most (a busy machine)
     assert stopped.history[-1].epoch == stopped.epochs_run  # a last validation at the stop
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert last["train_config"]["max_minutes"] == 0.03 and last["stopped"] == "max_minutes"
     same = fit(data, MODEL, slow, tmp_path / "run", device="cpu", progress=False, resume=True)
     assert same.epochs_run == stopped.epochs_run  # the same budget: nothing more to do
-    more = fit(data, MODEL, dataclasses.replace(slow, max_minutes=0.06), tmp_path / "run", device="cpu",
+    larger = (stopped.elapsed_s + 5.0) / 60.0
+    more = fit(data, MODEL, dataclasses.replace(slow, max_minutes=larger), tmp_path / "run", device="cpu",
                progress=False, resume=True)
     assert more.epochs_run > stopped.epochs_run and more.history[: len(stopped.history)] == stopped.history
     with pytest.raises(TrainingError, match="Cannot resume.*train_config"):

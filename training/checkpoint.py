@@ -44,6 +44,9 @@ META_KEYS = (
     "epoch", "best_val_accuracy", "best_epoch", "history", "seeds", "library_versions",
 )
 
+#: Keys newer checkpoints carry (older ones lack them): how the validation tasks drew their positives.
+OPTIONAL_META_KEYS = ("validation_positives",)
+
 
 def library_versions() -> dict[str, str]:
     """Versions of Python and the libraries that determine the weights, and of this tool."""
@@ -313,7 +316,7 @@ def model_from_checkpoint(payload: dict[str, Any], device: torch.device) -> Siam
 
 def checkpoint_meta(payload: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's description without tensors (JSON-able)."""
-    return {key: payload[key] for key in META_KEYS}
+    return {key: payload[key] for key in (*META_KEYS, *OPTIONAL_META_KEYS) if key in payload}
 
 
 def load_embedder(checkpoint_path: str | Path, device: str | torch.device = "auto") -> tuple[TorchEmbedder, dict]:

@@ -1,4 +1,14 @@
-"""A trained :class:`~training.model.SiameseNet` as an evaluation ``Embedder`` (NumPy in, NumPy out)."""
+"""A trained :class:`~training.model.SiameseNet` as an evaluation ``Embedder`` (NumPy in, NumPy out).
+
+``similarity`` returns a score to rank by that does not saturate: the head's
+logit (a difference unit, a cosine or minus a squared distance, by the head), or
+minus the distance (contrastive training).
+A float32 sigmoid of the logit is exactly 1.0 above a logit of about 16.7
+(and 0.0 below about -103), so ranking sigmoids ties supports the network tells
+apart; ``probability`` gives the sigmoid where a probability is to be shown.
+The head runs in float32 even on CUDA (bf16 autocast is for the encoder): a
+bf16 logit keeps 8 bits of mantissa and would tie close scores again.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,7 @@ import contextlib
 import numpy as np
 import torch
 
+from siamese_audio.errors import TrainingError
 from siamese_audio.training.model import SiameseNet
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -20,6 +31,9 @@ def autocast_context(device: torch.device, precision: str = "auto") -> contextli
 
 
 CPU_FORWARD_BATCH = 8
+
+#: ``similarity_kind`` values: the head's logit, or the embeddings' negative distance.
+SIMILARITY_KINDS = ("logit", "distance")
 
 
 def similarity_kind(loss: str) -> str:
@@ -46,13 +60,16 @@ class TorchEmbedder:
         through a sigmoid (whose float32 value is exactly 1.0 above a logit of
         ~16.7, which would tie the top scores).
     precision : str
-        ``"auto"`` or ``"bf16"``: bf16 autocast on CUDA; ``"fp32"``: float32 everywhere.
+        ``"auto"`` or ``"bf16"``: bf16 autocast on CUDA for the encoder; ``"fp32"``: float32
+        everywhere. The similarity head always runs in float32.
     """
 
     def __init__(
         self, model: SiameseNet, device: torch.device, *, batch_size: int = 64, similarity_kind: str = "logit",
         precision: str = "auto",
     ) -> None:
+        if similarity_kind not in SIMILARITY_KINDS:
+            raise TrainingError(f"Expected similarity_kind among {list(SIMILARITY_KINDS)}. Got {similarity_kind!r}.")
         self.model = model
         self.device = device
         self.batch_size = batch_size if torch.device(device).type == "cuda" else min(batch_size, CPU_FORWARD_BATCH)
@@ -81,13 +98,37 @@ class TorchEmbedder:
             return np.zeros((0, self.model.config.fc_units), dtype=np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
 
+    def _head(self, a: np.ndarray, b: np.ndarray) -> torch.Tensor:
+        """Logits (or negative distances) of embedding pairs, in float32 without autocast."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                ta = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
+                tb = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)).to(self.device)
+                if self.similarity_kind == "distance":
+                    return -self.model.distance(ta, tb).float()
+                return self.model.logits(ta, tb).float()
+        finally:
+            self.model.train(was_training)
+
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Similarity logits of embedding pairs, [shape=(P, D)] each -> [shape=(P,), float32]; higher is more similar."""
-        with self._inference():
-            ta = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
-            tb = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)).to(self.device)
-            if self.similarity_kind == "distance":
-                score = -self.model.distance(ta, tb)
-            else:
-                score = self.model.logits(ta, tb).float()
-        return score.float().cpu().numpy().astype(np.float32, copy=False)
+        """Score to rank pairs by, [shape=(P, D)] each -> [shape=(P,), float32]; higher is more similar.
+
+        The head's logit (``"logit"``) or minus the distance (``"distance"``):
+        unbounded, so that scores the network tells apart stay apart.
+        """
+        return self._head(a, b).cpu().numpy().astype(np.float32, copy=False)
+
+    def probability(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Probability that each pair is of one class, the sigmoid of the logit, [shape=(P,), float32].
+
+        For showing a probability only; rank by :meth:`similarity`, which does
+        not saturate. Only the difference head's unit is a probability's logit
+        (cosine and euclidean heads, and contrastive networks, have none).
+        """
+        head = getattr(self.model.config, "head", "difference")
+        if self.similarity_kind != "logit" or head != "difference":
+            raise TrainingError(f"This network (head {head!r}, scores {self.similarity_kind!r}) has no probability "
+                                f"head; use similarity() to rank pairs.")
+        return torch.sigmoid(self._head(a, b)).cpu().numpy().astype(np.float32, copy=False)
