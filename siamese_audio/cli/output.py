@@ -20,7 +20,11 @@ def emit(payload: dict[str, Any], as_json: bool, text: str) -> None:
 
 
 def check_out_dir(path: str | os.PathLike[str], *, option: str, error: type[SiameseAudioError]) -> Path:
-    """The folder a command writes into, checked before the work: created if missing, and writable.
+    """The folder a command writes into, checked before the work and left as it is.
+
+    It must be a folder or not exist yet; the nearest folder that exists must let this process
+    create entries (a probe folder is made and removed there). Nothing is created, so a command
+    refused later leaves no empty output folder behind.
 
     Raises
     ------
@@ -29,14 +33,15 @@ def check_out_dir(path: str | os.PathLike[str], *, option: str, error: type[Siam
         created (``/proc``, a read-only or full filesystem, missing permissions).
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise error(f"{option} {path}: expected a folder for the outputs. It is a file.")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "It is a file." if existing == path else f"{existing} is a file."
+        raise error(f"{option} {path}: expected a folder for the outputs. {what}")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".probe-")
-        os.close(fd)
-        os.unlink(probe)
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".probe-"))
     except OSError as exc:
         raise error(f"{option} {path}: expected a folder where the outputs can be written. "
-                    f"Cannot ({exc.strerror or exc}).") from None
+                    f"Cannot create anything in {existing} ({exc.strerror or exc}).") from None
     return path
