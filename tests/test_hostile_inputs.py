@@ -19,7 +19,7 @@ from siamese_audio.features.store import open_version
 from siamese_audio.manifests.dummies import make_audiomnist, make_esc50, synth_clip, write_esc50_csv
 from tests.hostile import wav_bytes
 
-HANG_LIMIT_S = 600
+HANG_LIMIT_S = 300
 
 
 @pytest.fixture(scope="module")
