@@ -143,7 +143,9 @@ def checkpoint_meta(payload: dict[str, Any]) -> dict[str, Any]:
     return {key: payload[key] for key in META_KEYS}
 
 
-def load_embedder(checkpoint_path: str | Path, device: str | torch.device = "auto") -> tuple[TorchEmbedder, dict]:
+def load_embedder(
+    checkpoint_path: str | Path, device: str | torch.device = "auto", *, autocast: bool = True
+) -> tuple[TorchEmbedder, dict]:
     """Load a checkpoint as an evaluation ``Embedder``.
 
     Parameters
@@ -152,6 +154,8 @@ def load_embedder(checkpoint_path: str | Path, device: str | torch.device = "aut
         ``best.pt`` or ``last.pt`` of a run (or a run directory: its ``best.pt``).
     device : str or torch.device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    autocast : bool
+        bf16 autocast on CUDA (True, evaluation); False: float32 (explanations).
 
     Returns
     -------
@@ -169,6 +173,6 @@ def load_embedder(checkpoint_path: str | Path, device: str | torch.device = "aut
     train_config = train_config_from_dict(payload["train_config"])
     embedder = TorchEmbedder(
         model, torch_device, batch_size=train_config.eval_batch_size,
-        similarity_kind="distance" if train_config.loss == "contrastive" else "sigmoid",
+        similarity_kind="distance" if train_config.loss == "contrastive" else "sigmoid", autocast=autocast,
     )
     return embedder, checkpoint_meta(payload)

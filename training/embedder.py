@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -35,22 +37,29 @@ class TorchEmbedder:
     similarity_kind : str
         ``"sigmoid"``: sigmoid of the head's logit (bce / mse training);
         ``"distance"``: ``1 / (1 + distance)`` (contrastive training).
+    autocast : bool
+        bf16 autocast on CUDA (evaluation). False runs in float32 everywhere:
+        explanations compare similarities that differ by 1e-3..1e-2, near
+        bf16's precision.
     """
 
     def __init__(
-        self, model: SiameseNet, device: torch.device, *, batch_size: int = 64, similarity_kind: str = "sigmoid"
+        self, model: SiameseNet, device: torch.device, *, batch_size: int = 64, similarity_kind: str = "sigmoid",
+        autocast: bool = True,
     ) -> None:
         self.model = model
         self.device = device
         self.batch_size = batch_size if torch.device(device).type == "cuda" else min(batch_size, CPU_FORWARD_BATCH)
         self.similarity_kind = similarity_kind
+        self.autocast = autocast
 
     @contextlib.contextmanager
     def _inference(self):
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad(), autocast_context(self.device):
+            precision = autocast_context(self.device) if self.autocast else contextlib.nullcontext()
+            with torch.no_grad(), precision:
                 yield
         finally:
             self.model.train(was_training)
@@ -77,3 +86,41 @@ class TorchEmbedder:
             else:
                 score = torch.sigmoid(self.model.logits(ta, tb).float())
         return score.float().cpu().numpy().astype(np.float32, copy=False)
+
+
+def parametrised_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """Modules holding their own parameters, from the top of the network down (head first).
+
+    The order is the reverse of registration, which for :class:`SiameseNet` is
+    the head, then the encoder's layers from the last to the first.
+    """
+    layers = [(name, module) for name, module in model.named_modules()
+              if name and any(True for _ in module.parameters(recurse=False))]
+    return layers[::-1]
+
+
+def randomisation_cascade(embedder: TorchEmbedder, *, seed: int) -> Iterator[tuple[str, TorchEmbedder]]:
+    """Model-parameter randomisation (Adebayo et al., 2018): a copy re-initialised from the top down.
+
+    Yields ``(name, embedder)`` once per parametrised layer: first with the head
+    re-initialised, then also the layer below it, and so on to the first
+    convolution. Layers are re-initialised with their own ``reset_parameters``
+    (PyTorch's default init) under a generator seeded by ``seed``. One copy of
+    the model is randomised further at each step, so use each stage before
+    drawing the next. The input standardisation (a buffer, not a learned layer)
+    is kept.
+    """
+    model = copy.deepcopy(embedder.model)
+    device = torch.device(embedder.device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    for index, (name, module) in enumerate(parametrised_layers(model)):
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(seed) * 1000 + index)
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            else:
+                with torch.no_grad():
+                    for param in module.parameters(recurse=False):
+                        param.normal_(0.0, 0.02)
+        yield name, TorchEmbedder(model, embedder.device, batch_size=embedder.batch_size,
+                                  similarity_kind=embedder.similarity_kind, autocast=embedder.autocast)
