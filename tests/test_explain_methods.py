@@ -19,24 +19,7 @@ from siamese_audio.evaluation.explain.methods import (
 )
 from siamese_audio.evaluation.explain.perturb import RankMasks, SegmentMasks, fill_level, parse_fill
 from siamese_audio.evaluation.explain.segments import SegmenterConfig, renumber, segment
-
-SHAPE = (24, 32)
-
-
-class ProjectionEmbedder:
-    """A deterministic nonlinear NumPy embedder (random projection, tanh) with a squared-difference head."""
-
-    def __init__(self, shape=SHAPE, dim=12, seed=0):
-        rng = np.random.default_rng(seed)
-        self.w = rng.standard_normal((shape[0] * shape[1], dim)).astype(np.float32) / 40.0
-        self.head = rng.standard_normal(dim).astype(np.float32)
-
-    def embed(self, x):
-        x = np.asarray(x, dtype=np.float32)
-        return np.tanh((x.reshape(x.shape[0], -1) / 40.0 + 1.0) @ self.w)
-
-    def similarity(self, a, b):
-        return (-(((a - b) ** 2) @ np.abs(self.head)) / self.head.size).astype(np.float32)
+from tests.explain_helpers import SEG, SHAPE, ProjectionEmbedder, make_task, spectrogram
 
 
 class RegionOracle:
@@ -63,33 +46,10 @@ class IgnoresSupport:
         return np.full(a.shape[0], 0.25, dtype=np.float32)
 
 
-def spectrogram(seed: int, shape=SHAPE) -> np.ndarray:
-    """A log-mel-like image: smooth blobs over a floor 80 dB below the maximum."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
-    image = np.zeros(shape)
-    for _ in range(4):
-        cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
-        image += rng.uniform(60, 95) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(2, 5) ** 2))
-    image = image - 70.0 + rng.normal(0, 0.5, shape)
-    return np.maximum(image, image.max() - 80.0).astype(np.float32)
-
-
 def grid_labels(shape=SHAPE, block=(6, 8)) -> np.ndarray:
     rows = np.arange(shape[0])[:, None] // block[0]
     cols = np.arange(shape[1])[None, :] // block[1]
     return (rows * (shape[1] // block[1]) + cols).astype(np.int32)
-
-
-SEG = SegmenterConfig(method="felzenszwalb", scale=50.0, sigma=1.0, min_size=40)
-
-
-def _task(seed=0, ways=3):
-    query = spectrogram(seed)
-    supports = np.stack([spectrogram(seed + 1 + c) for c in range(ways)])
-    labels = [segment(s, SEG) for s in supports]
-    fills = [fill_level(s, "floor", top_db=80.0) for s in supports]
-    return query, supports, labels, fills
 
 
 # --- batched == naive --------------------------------------------------------------------------
@@ -98,7 +58,7 @@ def _task(seed=0, ways=3):
 @pytest.mark.parametrize("method", ["sinex", "sinexc"])
 def test_batched_equals_naive_loop(method):
     embedder = ProjectionEmbedder()
-    query, supports, labels, fills = _task()
+    query, supports, labels, fills = make_task()
     config = MethodConfig(method, alpha=7, beta=0.3)
     q = embedder.embed(query[None])[0]
     v = embedder.similarity(np.repeat(q[None], len(supports), axis=0), embedder.embed(supports))
@@ -128,7 +88,7 @@ def test_batched_equals_naive_with_the_torch_embedder():
     model = build_model(model_config, SHAPE, seed=0)
     model.set_input_stats(-40.0, 15.0)
     embedder = TorchEmbedder(model, torch.device("cpu"))
-    query, supports, labels, fills = _task(seed=5)
+    query, supports, labels, fills = make_task(seed=5)
     q = embedder.embed(query[None])[0]
     v = embedder.similarity(np.repeat(q[None], len(supports), axis=0), embedder.embed(supports))
     config = MethodConfig("sinexc", alpha=4, beta=0.2)
@@ -149,7 +109,7 @@ def test_queue_fills_full_batches_across_supports():
             return super().embed(x)
 
     embedder = Recording()
-    _, supports, labels, fills = _task()
+    _, supports, labels, fills = make_task()
     jobs = [Job(c, SegmentMasks(labels[c], keep_matrix(int(labels[c].max()) + 1, MethodConfig()))) for c in range(3)]
     total = sum(len(j.masks) for j in jobs)
     q = embedder.embed(supports[:1])[0]
@@ -195,7 +155,7 @@ def test_oracle_region_is_found_and_faithfulness_beats_random():
 
 def test_a_model_that_ignores_its_support_gives_aopc_zero():
     embedder = IgnoresSupport()
-    query, supports, labels, fills = _task()
+    query, supports, labels, fills = make_task()
     q = embedder.embed(query[None])[0]
     v = np.full(3, 0.25, dtype=np.float32)
     expls = explain_supports(embedder, q, supports, v, labels, fills, MethodConfig("sinex"))
@@ -231,7 +191,7 @@ def test_floor_fill_is_the_clips_floor_and_never_below_its_minimum():
 
 
 def test_perturbed_pixels_hold_the_fill_and_kept_ones_the_support():
-    _, supports, labels, fills = _task()
+    _, supports, labels, fills = make_task()
     keep = np.zeros((2, int(labels[0].max()) + 1), dtype=bool)
     keep[0, 0] = True
     masks = SegmentMasks(labels[0], keep).masks(0, 2)
@@ -275,7 +235,7 @@ def test_segmenter_defaults_follow_the_authors():
 
 def test_sinexc_is_seeded_per_seed_task_and_support():
     embedder = ProjectionEmbedder()
-    query, supports, labels, fills = _task()
+    query, supports, labels, fills = make_task()
     q = embedder.embed(query[None])[0]
     v = embedder.similarity(np.repeat(q[None], 3, axis=0), embedder.embed(supports))
     config = MethodConfig("sinexc", alpha=5, beta=0.15)

@@ -82,7 +82,8 @@ def plot_task(path: Path, query: np.ndarray, supports: np.ndarray, explanations:
     """The authors' layout: the query; the C heatmaps; the supports with their similarity."""
     plt = _pyplot()
     n = len(explanations)
-    fig, axes = plt.subplots(3, n, figsize=(2.6 * n + 0.8, 7.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(3, n, figsize=(2.6 * n + 0.8, 7.6), squeeze=False)
+    fig.subplots_adjust(left=0.08, right=0.86, bottom=0.06, top=0.88, hspace=0.45, wspace=0.25)
     for ax in axes[0]:
         ax.axis("off")
     mid = n // 2
@@ -104,7 +105,7 @@ def plot_task(path: Path, query: np.ndarray, supports: np.ndarray, explanations:
         for r in (1, 2):
             _axes_in_hz_and_seconds(axes[r, c], config, labels=c == 0)
     if image is not None:
-        fig.colorbar(image, ax=list(axes[1]), fraction=0.03, pad=0.01, label="ρ = −h (red: highest)")
+        fig.colorbar(image, cax=fig.add_axes((0.88, 0.38, 0.015, 0.22)), label="ρ = −h (red: highest)")
     fig.suptitle(f"task {task}: which parts of each support keep its similarity to the query\n{SIGN_NOTE}",
                  fontsize=9)
     save_figure(fig, path, dpi=90)
@@ -121,8 +122,9 @@ def plot_overlay(path: Path, supports: np.ndarray, explanations: Sequence[Suppor
     columns = list(range(len(explanations))) if columns is None else list(columns)
     aspect = config.n_frames / config.n_mels
     width = 7.5
-    fig, axes = plt.subplots(len(columns), 1, figsize=(width, len(columns) * min(3.2, width / aspect * 0.8) + 0.9),
-                             squeeze=False, layout="constrained")
+    height = len(columns) * min(3.2, width / aspect * 0.8) + 0.9
+    fig, axes = plt.subplots(len(columns), 1, figsize=(width, height), squeeze=False)
+    fig.subplots_adjust(left=0.1, right=0.8, bottom=0.5 / height, top=1 - 0.6 / height, hspace=0.5)
     low, high = _relevance_limits([explanations[c] for c in columns])
     duration = config.n_samples / config.sample_rate
     extent = (0.0, duration, 0.0, config.n_mels)
@@ -144,7 +146,7 @@ def plot_overlay(path: Path, supports: np.ndarray, explanations: Sequence[Suppor
                      f"in yellow", fontsize=8)
         _axes_in_hz_and_seconds(ax, config)
     if image is not None:
-        fig.colorbar(image, ax=list(axes[:, 0]), fraction=0.04, pad=0.01, label="ρ = −h (red: highest)")
+        fig.colorbar(image, cax=fig.add_axes((0.83, 0.3, 0.02, 0.4)), label="ρ = −h (red: highest)")
     fig.suptitle(f"task {task}: {SIGN_NOTE}", fontsize=8)
     save_figure(fig, path, dpi=90)
     return Path(path)
@@ -153,7 +155,8 @@ def plot_overlay(path: Path, supports: np.ndarray, explanations: Sequence[Suppor
 def plot_faithfulness(path: Path, rows: Sequence[SupportFaithfulness], *, title: str = "") -> Path:
     """Mean deletion and insertion curves over explained supports: rho order vs random vs reverse."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.2), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.2))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.86, wspace=0.22)
     x = rows[0].fractions
     for ax, kind in zip(axes, ("deletion", "insertion")):
         rho = np.stack([getattr(r, f"{kind}_rho") for r in rows]).astype(np.float64)
