@@ -3,7 +3,9 @@
 Generated audio in the AudioMNIST layout (or a real dataset with ``--data``) →
 a sealed feature version (local Dask) → a seeded class split → a small network
 trained with validation → C-way one-shot evaluation with a 95% CI, a baseline,
-per-class accuracy, confusion matrix and accuracy-vs-C → figures.
+per-class accuracy, confusion matrix and accuracy-vs-C → figures → SINEX
+explanations of a few of the evaluated test tasks (faithfulness, sanity check,
+the first task sonified).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: Evaluating classes of the demo's split (validation and test each), and the ways of its tasks.
 N_EVAL = 5
+#: Test tasks per class the demo evaluates (explained task ids refer to this draw).
+EVAL_RUNS = 100
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class DemoConfig:
     seed: int = 0
     max_epochs: int = 300
     device: str = "auto"
+    explain_tasks: int = 3
+    sonify: bool = True
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,26 @@ class DemoResult:
             f"baseline         {s['baseline_accuracy']:.3f}  (cosine of raw log-mels, same tasks; "
             f"chance {1 / N_EVAL:.2f})",
             f"report           {s['report']}",
+            *self._explain_lines(),
             "figures          " + "\n                 ".join(s["figures"]),
             f"took {s['seconds']} s",
         ])
+
+    def _explain_lines(self) -> list[str]:
+        e = self.summary.get("explain")
+        if not e:
+            return []
+        lines = [f"explanations     SINEX of test tasks {e['task_ids']} -> {e['out_dir']}"]
+        faith = e.get("faithfulness")
+        if faith and faith["aopc_rho"]["mean"] is not None:
+            lines.append(f"  faithfulness   AOPC by relevance {faith['aopc_rho']['mean']:.3f}, random orders "
+                         f"{faith['aopc_random_mean']['mean']:.3f}, reverse {faith['aopc_reverse']['mean']:.3f} "
+                         f"({faith['n_supports']} positive supports)")
+        for stage in e.get("sanity", [])[-1:]:
+            mean = stage["spearman_mean"]
+            lines.append(f"  sanity check   all layers re-initialised: Spearman "
+                         f"{'n/a' if mean is None else f'{mean:.2f}'} with the trained model's scores")
+        return lines
 
 
 def _source(cfg: DemoConfig, out: Path) -> tuple[str, Path]:
@@ -114,10 +137,29 @@ def _evaluate(cfg: DemoConfig, checkpoint: Path, version, split, split_path: Pat
 
     log.info(f"[demo] evaluating the best checkpoint on the test classes ({N_EVAL}-way one-shot)")
     embedder, meta = load_embedder(checkpoint, cfg.device)
-    settings = EvaluationSettings(ways=N_EVAL, runs=100, seed=cfg.seed)
+    settings = EvaluationSettings(ways=N_EVAL, runs=EVAL_RUNS, seed=cfg.seed)
     report = evaluate_checkpoint(embedder, meta, version, [SplitSource(split=split, path=str(split_path))],
                                  settings, checkpoint=str(checkpoint), subset="test")
     return report, write_report(report, report_dir)
+
+
+def _explain(cfg: DemoConfig, checkpoint: Path, version, split, split_path: Path, out_dir: Path):
+    """SINEX of ``cfg.explain_tasks`` of the evaluated test tasks (same draw), the first one sonified."""
+    from siamese_audio.evaluation.explain.run import ExplainSettings, explain_checkpoint
+    from siamese_audio.evaluation.explain.segments import SegmenterConfig
+    from siamese_audio.evaluation.reevaluate import SplitSource
+    from siamese_audio.training.checkpoint import load_embedder
+    from siamese_audio.training.embedder import randomisation_cascade
+
+    log.info(f"[demo] explaining {cfg.explain_tasks} test tasks (SINEX, faithfulness, sanity check"
+             f"{', first task sonified' if cfg.sonify else ''})")
+    embedder, meta = load_embedder(checkpoint, cfg.device, autocast=False)
+    settings = ExplainSettings(ways=N_EVAL, runs=EVAL_RUNS, seed=cfg.seed, n_tasks=cfg.explain_tasks,
+                               segmenter=SegmenterConfig.defaults("sinex"), sonify=cfg.sonify, sonify_tasks=1,
+                               sanity=True)
+    return explain_checkpoint(embedder, meta, version, SplitSource(split=split, path=str(split_path)), settings,
+                              out_dir=out_dir, checkpoint=str(checkpoint), subset="test",
+                              cascade=randomisation_cascade(embedder, seed=cfg.seed))
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
@@ -143,10 +185,14 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     trained = _train(cfg, built.path, split_path, run_dir)
     report, written = _evaluate(cfg, trained.best_checkpoint, version, split, split_path, report_dir)
     examples = plot_logmel_examples(version, out / "logmel_examples.png", classes=split.classes["test"])
+    explained = (_explain(cfg, trained.best_checkpoint, version, split, split_path, out / "explain")
+                 if cfg.explain_tasks > 0 else None)
 
     pooled = report.pooled()
     best = next((r for r in trained.history if r.epoch == trained.best_epoch), None)
-    figures = sorted(str(p) for p in [examples, *report_dir.rglob("*.png"), *run_dir.glob("*.png")])
+    explain_figures = [explained.out_dir / f for f in explained.summary["figures"]] if explained else []
+    figures = sorted(str(p) for p in [examples, *report_dir.rglob("*.png"), *run_dir.glob("*.png"),
+                                      *explain_figures])
     summary: dict[str, Any] = {
         "dataset": dataset, "source": str(source), "store": str(built.path), "version_id": built.version_id,
         "n_stored": built.n_stored, "n_rejected": built.n_rejected,
@@ -157,6 +203,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         "epochs_run": trained.epochs_run, "accuracy": pooled["accuracy"], "ci95": pooled["ci95"],
         "n_tasks": pooled["n_tasks"], "baseline_accuracy": pooled["baseline_accuracy"],
         "report": str(written.get("report.md", report_dir / "report.md")), "figures": figures,
+        "explain": explained.summary if explained else None,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     return DemoResult(summary)

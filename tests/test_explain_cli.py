@@ -67,7 +67,10 @@ def test_files_json_line_and_task_ids_match_evaluate(demo, tmp_path, capsys):
     assert summary["wavs"] == 1 + 3 + 3 and summary["round_trip_median_db"] < 3.0
     assert [s["randomised_down_to"] for s in summary["sanity"]] == ["head", "encoder.layers.4", "encoder.layers.0"]
 
-    record = json.loads((out / "explain.json").read_text())
+    def strict(constant):
+        raise AssertionError(f"explain.json holds {constant}: not strict JSON")
+
+    record = json.loads((out / "explain.json").read_text(), parse_constant=strict)
     assert record["feature_version_id"] == open_version(demo["features"]).version_id
     assert record["split_id"] and record["settings"]["fill"] == "floor" and "rho" in record["settings"]["relevance"]
     assert set(record["library_versions"]) >= {"numpy", "scikit-image", "librosa", "siamese-audio"}
@@ -83,6 +86,7 @@ def test_files_json_line_and_task_ids_match_evaluate(demo, tmp_path, capsys):
     task = record["tasks"][0]
     support = task["supports"][task["positive"]]
     assert support["positive"] and support["n_segments"] == len(support["segments"])
+    assert -1.0 <= support["rho_size_spearman"] <= 1.0
     seg = support["segments"][0]
     assert set(seg) == {"label", "size", "bbox_hz", "bbox_s", "u", "h", "rho", "rank"}
     assert seg["rho"] == -seg["h"] and seg["bbox_hz"][0] <= seg["bbox_hz"][1]

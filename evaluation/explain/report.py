@@ -41,6 +41,17 @@ RELEVANCE_NOTE = ("h_i = (v - u_i) / |R_i| where u_i is the similarity with only
                   "alone keeps the match; rank 0 is the most relevant segment")
 
 
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (strict JSON: a flip that never happens)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
 def task_stem(task: int) -> str:
     return f"task_{int(task):05d}"
 

@@ -37,12 +37,13 @@ from siamese_audio.evaluation.explain.report import (
     FAITHFULNESS_PNG,
     FORMAT,
     RELEVANCE_NOTE,
+    finite_or_none,
     segment_table,
     task_stem,
     write_faithfulness_csv,
     write_task_arrays,
 )
-from siamese_audio.evaluation.explain.sanity import SanityTask, run_sanity, sinex_on, summarize_sanity
+from siamese_audio.evaluation.explain.sanity import SanityTask, run_sanity, sinex_on, spearman, summarize_sanity
 from siamese_audio.evaluation.explain.segments import SegmenterConfig
 from siamese_audio.evaluation.explain.task import TaskExplanation, TaskInputs, explain_task, faithfulness_columns
 from siamese_audio.evaluation.reevaluate import (
@@ -169,7 +170,10 @@ def _task_record(result: TaskExplanation, tasks: OneShotTasks, t: int, clip_ids:
             "column": c, "row": int(s_rows[c]), "clip_id": clip_ids.get(int(s_rows[c])),
             "class": classes[int(tasks.support_class[t, c])], "positive": c == inputs.positive,
             "v": e.v, "u_empty": e.u_empty, "fill_db": e.fill, "n_segments": e.n_segments,
-            "n_perturbations": e.n_perturbations, "segments": segment_table(e, config),
+            "n_perturbations": e.n_perturbations,
+            # How much of the ranking is segment size: h is divided by |R_i|, so segments that change
+            # little rank by size alone (sign: that of v - u_empty).
+            "rho_size_spearman": spearman(e.rho, e.sizes), "segments": segment_table(e, config),
         })
     return {
         "task": t, "query": {"row": q_row, "clip_id": clip_ids.get(q_row), "class": classes[int(tasks.query_class[t])]},
@@ -303,8 +307,9 @@ def explain_checkpoint(
         "notes": list(notes), "tasks": records, "faithfulness": faith_summary, "sanity": sanity,
         "cost": {"embeddings": int(sum(r["embeddings"] for r in records)), "seconds": round(seconds, 2)},
     }
+    record = finite_or_none(record)
     write_json_atomic(out_dir / EXPLAIN_JSON, record)
-    return ExplainResult(out_dir=out_dir, summary=_summary(record, out_dir), record=record)
+    return ExplainResult(out_dir=out_dir, summary=finite_or_none(_summary(record, out_dir)), record=record)
 
 
 def _write_task_files(out_dir: Path, result: TaskExplanation, tasks: OneShotTasks, t: int,
@@ -337,6 +342,12 @@ def _sanity_task(embedder: Embedder, result: TaskExplanation, settings: ExplainS
                       fills=task.fills, trained_h=tuple(e.h for e in trained))
 
 
+def _finite_mean(values: list[float]) -> float | None:
+    array = np.asarray(values, dtype=np.float64)
+    array = array[np.isfinite(array)]
+    return float(array.mean()) if array.size else None
+
+
 def _summary(record: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """The ``--json`` line: where the files are and the headline numbers."""
     tasks = record["tasks"]
@@ -347,6 +358,8 @@ def _summary(record: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         "subset": record["subset"], "method": record["settings"]["method"], "ways": record["settings"]["ways"],
         "runs": record["settings"]["runs"], "seed": record["settings"]["seed"], "task_ids": record["task_ids"],
         "n_tasks_drawn": record["n_tasks_drawn"], "correct": [t["correct"] for t in tasks],
+        "rho_size_abs_spearman_mean": _finite_mean([abs(s["rho_size_spearman"]) for t in tasks
+                                                    for s in t["supports"] if s["rho_size_spearman"] is not None]),
         "embeddings": record["cost"]["embeddings"], "seconds": record["cost"]["seconds"],
         "figures": sorted([t["files"]["figure"] for t in tasks] + [t["files"]["overlay"] for t in tasks]
                           + ([FAITHFULNESS_PNG] if faith else [])),

@@ -17,6 +17,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-epochs", type=int, default=300)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--explain-tasks", type=int, default=3, metavar="N",
+                   help="test tasks to explain with SINEX at the end (default 3; 0 skips)")
+    p.add_argument("--sonify", action=argparse.BooleanOptionalAction, default=True,
+                   help="write WAVs of the first explained task (default on; Griffin-Lim takes seconds a clip)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_demo)
 
@@ -26,6 +30,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from siamese_audio.demo import run_demo as run
 
     result = run(DemoConfig(out=args.out, data=args.data, dataset=args.dataset, workers=args.workers,
-                            seed=args.seed, max_epochs=args.max_epochs, device=args.device))
+                            seed=args.seed, max_epochs=args.max_epochs, device=args.device,
+                            explain_tasks=args.explain_tasks, sonify=args.sonify))
     emit(result.summary, args.json, result.text())
     return 0

@@ -182,6 +182,9 @@ def _text(s: dict[str, Any]) -> str:
         mean = stage["spearman_mean"]
         lines.append(f"  sanity: randomised down to {stage['randomised_down_to']}: Spearman "
                      f"{'n/a' if mean is None else f'{mean:.2f}'}, {stage['n_flagged']}/{stage['n']} flagged")
+    if s.get("rho_size_abs_spearman_mean") is not None:
+        lines.append(f"segment size vs rho: mean |Spearman| {s['rho_size_abs_spearman_mean']:.2f} over the supports "
+                     f"(h is divided by |R_i|; near 1, the ranking is mostly segment size)")
     if "round_trip_median_db" in s:
         lines.append(f"{s['wavs']} WAVs; round trip median |error| {s['round_trip_median_db']:.2f} dB")
     lines.append(f"explain.json: {s['explain_json']}")
