@@ -84,7 +84,7 @@ def embedder_for(model: str, shape: tuple[int, int], batch_size: int) -> TorchEm
     model_config, _ = training_preset(model)
     net = build_model(model_config, shape, seed=0)
     net.set_input_stats(-40.0, 15.0)
-    return TorchEmbedder(net, torch.device("cpu"), batch_size=batch_size, autocast=False)
+    return TorchEmbedder(net, torch.device("cpu"), batch_size=batch_size, precision="fp32")
 
 
 def run_preset(name: str, args: argparse.Namespace) -> None:

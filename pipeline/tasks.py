@@ -8,40 +8,16 @@ shard's checksum) go back to the client.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 
 from siamese_audio.features import store
 from siamese_audio.features.clip import ClipTask, compute_block, prepare_clip
 from siamese_audio.features.config import FeatureConfig
+from siamese_audio.memory import keep_feature_buffers
 
 # features.transform (scipy.fft) is imported inside the task functions: the client only
 # pickles references to them and starts faster.
-
-
-@functools.cache
-def tune_malloc() -> bool:
-    """Keep freed multi-MB buffers in the heap instead of returning them to the OS.
-
-    With glibc's defaults every FFT over a fresh 1-4 MB buffer page-faults it in
-    again: measured here, that alone took the AudioMNIST log-mel from 2.7 to
-    6.2 ms a clip. Same effect as MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_
-    in the environment, but set from inside the worker, so it also holds on
-    clusters started by hand. A no-op (False) where glibc is absent.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-        ok = libc.mallopt(m_mmap_threshold, 256 << 20) == 1
-        ok &= libc.mallopt(m_trim_threshold, 512 << 20) == 1
-        ok &= libc.mallopt(m_top_pad, 64 << 20) == 1
-        return bool(ok)
-    except (OSError, AttributeError):
-        return False
 
 
 @dataclass(frozen=True)
@@ -66,7 +42,7 @@ def warm_worker(config: FeatureConfig) -> int:
     """
     from siamese_audio.features.transform import LogMel
 
-    tune_malloc()
+    keep_feature_buffers()
     store.configure_zarr_for_workers()
     LogMel(config)
     return os.getpid()
@@ -95,7 +71,7 @@ def write_batch(spec: BatchSpec) -> dict:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     store.configure_zarr_for_workers()
-    tune_malloc()
+    keep_feature_buffers()
     if store.is_sealed(spec.version_path):
         # A task left running by a killed client, finishing after the resumed build sealed
         # the version: its shard is already there, byte for byte; touch nothing.

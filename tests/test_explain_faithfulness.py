@@ -102,7 +102,7 @@ def test_training_randomisation_cascade_goes_top_down_and_leaves_the_model_alone
     model_config, _ = preset("tiny")
     model = build_model(model_config, SHAPE, seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    embedder = TorchEmbedder(model, torch.device("cpu"), autocast=False)
+    embedder = TorchEmbedder(model, torch.device("cpu"), precision="fp32")
     x = np.random.default_rng(0).normal(-40, 10, (2, *SHAPE)).astype(np.float32)
     trained = embedder.embed(x)
     names, outputs = [], []
@@ -116,3 +116,16 @@ def test_training_randomisation_cascade_goes_top_down_and_leaves_the_model_alone
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     again = [stage.embed(x) for _, stage in randomisation_cascade(embedder, seed=1)]
     np.testing.assert_array_equal(again[-1], outputs[-1])  # seeded
+
+
+def test_cascade_order_follows_the_forward_pass_not_registration():
+    pytest.importorskip("torch")
+    from siamese_audio.training.config import preset
+    from siamese_audio.training.embedder import parametrised_layers
+    from siamese_audio.training.model import build_model
+
+    model = build_model(preset("cpu-esc50")[0], (32, 64), seed=0)
+    names = [name for name, _ in parametrised_layers(model)]
+    # the projection is registered after the convolutions but applied after them: it is the encoder's top
+    assert names[:2] == ["head", "encoder.project.0"] and names[-1] == "encoder.layers.0"
+    assert len(names) == len({n for n, m in model.named_modules() if n and list(m.parameters(recurse=False))})

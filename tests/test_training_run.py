@@ -80,12 +80,14 @@ def test_run_directory_holds_metrics_and_curves(trained):
     run_dir = trained.run_dir
     assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "curves.png", "last.pt", "metrics.csv"]
     rows = (run_dir / "metrics.csv").read_text().splitlines()
-    assert rows[0] == "epoch,train_loss,train_accuracy,val_accuracy,val_n_tasks,val_ci95_low,val_ci95_high"
+    assert rows[0] == ("epoch,train_loss,train_accuracy,val_accuracy,val_n_tasks,val_ci95_low,val_ci95_high,"
+                       "elapsed_s,lr")
     assert len(rows) == 1 + len(trained.history)
     h = trained.history[1]
     assert [float(v) for v in rows[2].split(",")] == pytest.approx(
-        [20, h.train_loss, h.train_accuracy, h.val_accuracy, h.val_n_tasks, h.val_ci95_low, h.val_ci95_high],
-        abs=1e-6)
+        [20, h.train_loss, h.train_accuracy, h.val_accuracy, h.val_n_tasks, h.val_ci95_low, h.val_ci95_high,
+         h.elapsed_s, h.lr], abs=0.06)
+    assert 0 < trained.history[0].elapsed_s < h.elapsed_s <= trained.elapsed_s and h.lr == TRAIN.lr
     assert h.val_n_tasks > 0 and h.val_ci95_low <= h.val_accuracy <= h.val_ci95_high
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -129,7 +131,12 @@ def test_best_checkpoint_reproduces_its_validation_accuracy(trained, data):
     emb = embedder.embed(x)
     assert emb.shape == (3, TINY_MODEL.fc_units) and emb.dtype == np.float32
     sim = embedder.similarity(emb[:2], emb[1:])
-    assert sim.shape == (2,) and np.all((sim >= 0) & (sim <= 1))
+    assert sim.shape == (2,) and sim.dtype == np.float32 and np.all(np.isfinite(sim))
+    with torch.no_grad():  # logits, not a saturating sigmoid
+        expected = embedder.model.logits(torch.from_numpy(emb[:2]), torch.from_numpy(emb[1:])).numpy()
+    np.testing.assert_allclose(sim, expected, rtol=1e-6)
+    prob = embedder.probability(emb[:2], emb[1:])  # the difference head's sigmoid, for display only
+    np.testing.assert_allclose(prob, 1 / (1 + np.exp(-sim.astype(np.float64))), rtol=1e-5)
 
 
 def test_unreadable_checkpoint_is_refused(tmp_path):
@@ -154,7 +161,13 @@ def test_resume_gives_the_same_history_as_an_uninterrupted_run(tmp_path, data, k
     a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "killed" / "last.pt")
     assert a["epoch_losses"] == b["epoch_losses"]
     assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
-    assert (tmp_path / "killed" / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()
+    assert _without_wall_clock(tmp_path / "killed" / "metrics.csv") == _without_wall_clock(tmp_path / "whole" / "metrics.csv")
+
+
+def _without_wall_clock(path) -> list[list[str]]:
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    column = rows[0].index("elapsed_s")
+    return [row[:column] + row[column + 1:] for row in rows]
 
 
 def test_resident_training_matches_reading_the_store(tmp_path, data):
@@ -187,6 +200,37 @@ def test_stops_after_patience_validations_without_improvement(tmp_path):
     assert [r.val_accuracy for r in result.history] == [0.3, 0.5, 0.4, 0.45, 0.5]
     assert calls[0]["runs"] == 3 and calls[0]["ways"] == 5 and calls[0]["seed"] == config.seed  # ceil(12 / 5)
     assert load_checkpoint(result.best_checkpoint)["epoch"] == 4
+
+
+def test_validation_draws_positives_from_other_recordings(tmp_path):
+    """Training's validation uses evaluation's default: positives from another recording (ESC-50 src_file)."""
+    classes = [f"k{i:02d}" for i in range(12)]
+    sources = {c: [f"{c}-{k // 2}" for k in range(6)] for c in classes}  # 3 recordings x 2 clips per class
+    version = make_synthetic_version(tmp_path / "store", dataset="esc50", classes=classes, clips_per_class=6,
+                                     shape=(16, 20), seed=0, sources=sources)
+    split = Split("esc50", "file", None, {"train": classes[:7], "validation": classes[7:], "test": []})
+    run_data = run_data_from_inputs(open_training_inputs(version, write_split(split, tmp_path / "s.parquet")))
+    assert run_data.val_sources is not None
+    assert [list(run_data.val_sources[c]) for c in classes[7:]] == [sources[c] for c in classes[7:]]
+    calls = []
+
+    def evaluate(embedder, **kwargs):
+        calls.append(kwargs)
+        result = evaluate_one_shot(embedder, **kwargs)
+        calls.append(result)
+        return result
+
+    config = dataclasses.replace(TRAIN, max_epochs=2, eval_every=2, eval_tasks=20)
+    fit(run_data, TINY_MODEL, config, tmp_path / "run", device="cpu", progress=False, evaluate=evaluate)
+    assert calls[0]["class_sources"] is run_data.val_sources
+    positives = calls[1].tasks.positives_summary()
+    assert positives["applied"] is True and positives["n_positive_same_recording"] == 0
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["validation_positives"] == "other_recording"
+
+
+def test_audiomnist_validation_has_no_sources_and_says_so(data, trained):
+    assert data.val_sources is None
+    assert load_checkpoint(trained.best_checkpoint)["validation_positives"].startswith("other_recording (not applied")
 
 
 # ----------------------------------------------------------------------------- refusals

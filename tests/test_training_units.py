@@ -60,11 +60,11 @@ def test_neg_count_from_pos_and_ratio(pos, ratio, neg):
     (ModelConfig, "dropout_conv", 1.0, "dropout_conv.*\\[0, 1\\). Got 1.0"),
     (ModelConfig, "dropout_fc", -0.1, "dropout_fc"),
     (ModelConfig, "input_norm", "batch", "input_norm in"),
-    (TrainConfig, "loss", "hinge", "loss in \\('bce', 'mse', 'contrastive'\\). Got 'hinge'"),
+    (TrainConfig, "loss", "hinge", "loss in \\('bce', 'mse', 'contrastive', 'bce-all', 'supcon', 'proto'\\). Got 'hinge'"),
     (TrainConfig, "pos", 0, "pos to be a positive integer. Got 0"),
     (TrainConfig, "ratio", (1, 0), "ratio to be a positive integer. Got 0"),
     (TrainConfig, "ratio", (1, 1, 1), "ratio to be a pair"),
-    (TrainConfig, "lr", -1.0, "lr to be a positive number"),
+    (TrainConfig, "lr", -1.0, "lr to be a finite number > 0"),
     (TrainConfig, "max_epochs", 0, "max_epochs"),
     (TrainConfig, "eval_every", 1.5, "eval_every"),
     (TrainConfig, "patience", True, "patience"),
@@ -247,12 +247,13 @@ def test_losses_decrease_on_one_batch(kind):
 
 
 def test_metrics_csv_and_png(tmp_path):
-    history = [EvalRecord(10, 0.6, 0.55, 0.4, 300, 0.35, 0.46), EvalRecord(20, 0.5, 0.7, 0.65)]
+    history = [EvalRecord(10, 0.6, 0.55, 0.4, 300, 0.35, 0.46, 12.34, 0.002), EvalRecord(20, 0.5, 0.7, 0.65)]
     write_metrics_csv(tmp_path / "metrics.csv", history)
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert lines == ["epoch,train_loss,train_accuracy,val_accuracy,val_n_tasks,val_ci95_low,val_ci95_high",
-                     "10,0.600000,0.550000,0.400000,300,0.350000,0.460000",
-                     "20,0.500000,0.700000,0.650000,0,0.000000,0.000000"]
+    assert lines == ["epoch,train_loss,train_accuracy,val_accuracy,val_n_tasks,val_ci95_low,val_ci95_high,"
+                     "elapsed_s,lr",
+                     "10,0.600000,0.550000,0.400000,300,0.350000,0.460000,12.3,0.002",
+                     "20,0.500000,0.700000,0.650000,0,0.000000,0.000000,0.0,0"]
     plot_curves(tmp_path / "curves.png", [0.7] * 20, [0.5] * 20, history)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "metrics.csv"]  # no temp files left

@@ -21,7 +21,7 @@ from siamese_audio import versions
 from siamese_audio.errors import TrainingError
 from siamese_audio.files import write_atomic
 from siamese_audio.training.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
-from siamese_audio.training.embedder import TorchEmbedder
+from siamese_audio.training.embedder import TorchEmbedder, similarity_kind
 from siamese_audio.training.model import SiameseNet
 
 FORMAT = "siamese-audio-checkpoint/1"
@@ -34,6 +34,9 @@ META_KEYS = (
     "split_id", "dataset", "training_classes", "validation_classes", "features_path", "split_path",
     "epoch", "best_val_accuracy", "best_epoch", "history", "seeds", "library_versions",
 )
+
+#: Keys newer checkpoints carry (older ones lack them): how the validation tasks drew their positives.
+OPTIONAL_META_KEYS = ("validation_positives",)
 
 
 def library_versions() -> dict[str, str]:
@@ -109,6 +112,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the ``.NAME.tmp-*`` files that a run killed while writing a checkpoint left in ``run_dir``.
+
+    Call it only when no other process writes into ``run_dir`` (resuming it).
+    """
+    removed = []
+    for tmp in sorted(Path(run_dir).glob(".*.tmp-*")):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
 
@@ -140,11 +155,11 @@ def model_from_checkpoint(payload: dict[str, Any], device: torch.device) -> Siam
 
 def checkpoint_meta(payload: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's description without tensors (JSON-able)."""
-    return {key: payload[key] for key in META_KEYS}
+    return {key: payload[key] for key in (*META_KEYS, *OPTIONAL_META_KEYS) if key in payload}
 
 
 def load_embedder(
-    checkpoint_path: str | Path, device: str | torch.device = "auto", *, autocast: bool = True
+    checkpoint_path: str | Path, device: str | torch.device = "auto", *, precision: str = "auto"
 ) -> tuple[TorchEmbedder, dict]:
     """Load a checkpoint as an evaluation ``Embedder``.
 
@@ -154,8 +169,9 @@ def load_embedder(
         ``best.pt`` or ``last.pt`` of a run (or a run directory: its ``best.pt``).
     device : str or torch.device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
-    autocast : bool
-        bf16 autocast on CUDA (True, evaluation); False: float32 (explanations).
+    precision : str
+        :class:`TorchEmbedder`'s: ``"auto"`` (bf16 autocast on CUDA, evaluation) or
+        ``"fp32"`` (explanations, whose perturbed scores differ by 1e-3..1e-2).
 
     Returns
     -------
@@ -171,8 +187,6 @@ def load_embedder(
     torch_device = resolve_device(device)
     model = model_from_checkpoint(payload, torch_device)
     train_config = train_config_from_dict(payload["train_config"])
-    embedder = TorchEmbedder(
-        model, torch_device, batch_size=train_config.eval_batch_size,
-        similarity_kind="distance" if train_config.loss == "contrastive" else "sigmoid", autocast=autocast,
-    )
+    embedder = TorchEmbedder(model, torch_device, batch_size=train_config.eval_batch_size,
+                             similarity_kind=similarity_kind(train_config.loss), precision=precision)
     return embedder, checkpoint_meta(payload)

@@ -34,14 +34,31 @@ from typing import Any
 from siamese_audio.errors import TrainingError
 
 POOLINGS = ("max", "avg")
-INPUT_NORMS = ("none", "standardize")
+INPUT_NORMS = ("none", "standardize", "per_band")
 MERGES = ("squared", "abs")
-LOSSES = ("bce", "mse", "contrastive")
+GLOBAL_POOLS = ("none", "avg", "max", "avgmax")
+HEADS = ("difference", "cosine", "euclidean")
+INITS = ("glorot", "torch")
+LOSSES = ("bce", "mse", "contrastive", "bce-all", "supcon", "proto")
+BATCHES = ("pairs", "classes")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+
+#: Losses of each batch kind: Algorithm 2's sampled pairs, or every pair of P classes x K clips.
+LOSSES_OF_BATCH = {"pairs": ("bce", "mse", "contrastive"), "classes": ("bce-all", "supcon", "proto")}
+#: The similarity head each loss trains (and that evaluation ranks by).
+HEAD_OF_LOSS = {"bce": "difference", "mse": "difference", "contrastive": "difference", "bce-all": "difference",
+                "supcon": "cosine", "proto": "euclidean"}
 
 
 def _positive_int(owner: str, field: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise TrainingError(f"{owner}: expected {field} to be a positive integer. Got {value!r} instead.")
+
+
+def _non_negative_int(owner: str, field: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TrainingError(f"{owner}: expected {field} to be a non-negative integer. Got {value!r} instead.")
 
 
 def _choice(owner: str, field: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -54,9 +71,21 @@ def _probability(owner: str, field: str, value: Any) -> None:
         raise TrainingError(f"{owner}: expected {field} to be a number in [0, 1). Got {value!r} instead.")
 
 
+def _number(owner: str, field: str, value: Any, *, minimum: float = 0.0, strict: bool = True) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > minimum if strict else value >= minimum)
+    if not ok:
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise TrainingError(f"{owner}: expected {field} to be a finite number {bound}. Got {value!r} instead.")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of the Siamese network (one encoder shared by both towers).
+
+    The defaults are the authors' network; the ``cpu-*`` presets use the other
+    options (batch norm, global pooling, per-band standardisation, time pooling,
+    a cosine head), all recorded in the checkpoint.
 
     Attributes
     ----------
@@ -67,18 +96,36 @@ class ModelConfig:
     pooling : str
         ``"max"`` or ``"avg"``; every block pools 2 x 2 (floor), after ReLU.
     fc_units : int
-        Width of the fully connected embedding layer (report: 4096), ReLU.
+        Width of the embedding layer (report: 4096). With ``global_pool="none"``
+        a fully connected layer with ReLU on the flattened feature maps (the
+        report); otherwise a linear projection of the pooled channels.
     merge : str
-        ``"squared"`` (report) or ``"abs"`` element-wise difference of embeddings.
+        ``"squared"`` (report) or ``"abs"`` element-wise difference of embeddings
+        (the ``difference`` head).
     dropout_conv, dropout_fc : float
-        Dropout after each conv block / after the FC layer (report: 0.0).
+        Dropout after each conv block / after the embedding layer (report: 0.0).
     input_norm : str
-        ``"none"`` (the authors' code: raw dB values in) or ``"standardize"``:
-        subtract one mean and divide by one standard deviation, estimated from
-        training clips when training starts and kept in the weights. Log-mels
-        with ``ref=1.0`` sit far below zero (around -40 dB and lower); with
-        ``"none"`` many ReLU units of a Glorot-initialised encoder start dead and
-        the network generalises poorly to unseen classes on synthetic sets.
+        ``"none"`` (the authors' code: raw dB values in); ``"standardize"``: one
+        mean and standard deviation; ``"per_band"``: a mean and standard
+        deviation per mel band. Statistics come from training clips when training
+        starts and are kept in the weights (so evaluation applies them too).
+    batch_norm : bool
+        Batch normalisation after each convolution (before the ReLU).
+    global_pool : str
+        ``"none"`` (report: flatten the last feature maps); ``"avg"``, ``"max"`` or
+        ``"avgmax"`` (mean over mel bands, then mean and max over time,
+        concatenated): any input length works, so random time crops can train it.
+    time_pool : int
+        Average the input over this many frames before the first convolution
+        (inside the model: the store keeps the full-resolution features).
+    head : str
+        How two embeddings become a similarity (a logit; rank by it):
+        ``"difference"`` (report: merged difference -> one linear unit),
+        ``"cosine"`` (cosine of the embeddings) or ``"euclidean"`` (minus the
+        squared Euclidean distance).
+    init : str
+        ``"glorot"`` (the authors' Glorot-uniform weights, zero biases) or
+        ``"torch"`` (PyTorch's default initialisation).
     """
 
     conv_filters: tuple[int, ...] = (64, 32, 12)
@@ -89,6 +136,11 @@ class ModelConfig:
     dropout_conv: float = 0.0
     dropout_fc: float = 0.0
     input_norm: str = "none"
+    batch_norm: bool = False
+    global_pool: str = "none"
+    time_pool: int = 1
+    head: str = "difference"
+    init: str = "glorot"
 
     def __post_init__(self) -> None:
         owner = "Model config"
@@ -111,44 +163,81 @@ class ModelConfig:
         _probability(owner, "dropout_conv", self.dropout_conv)
         _probability(owner, "dropout_fc", self.dropout_fc)
         _choice(owner, "input_norm", self.input_norm, INPUT_NORMS)
+        if not isinstance(self.batch_norm, bool):
+            raise TrainingError(f"{owner}: expected batch_norm to be true or false. Got {self.batch_norm!r} instead.")
+        _choice(owner, "global_pool", self.global_pool, GLOBAL_POOLS)
+        _positive_int(owner, "time_pool", self.time_pool)
+        _choice(owner, "head", self.head, HEADS)
+        _choice(owner, "init", self.init, INITS)
 
     def embedding_input_shape(self, shape: tuple[int, int]) -> tuple[int, int, int]:
-        """Shape ``(channels, height, width)`` reaching the FC layer for input ``shape``.
+        """Shape ``(channels, height, width)`` of the last feature maps for input ``shape``.
 
         Raises
         ------
         TrainingError
-            When the pooling would shrink the input to nothing.
+            When the time pooling and the conv blocks' pooling would shrink the input to nothing.
         """
-        height, width = shape
+        height, width = shape[0], shape[1] // self.time_pool
         for _ in self.conv_filters:
             height, width = height // 2, width // 2
         if height < 1 or width < 1:
+            pooled = f" (time-pooled by {self.time_pool} first)" if self.time_pool > 1 else ""
             raise TrainingError(
-                f"Model config: {len(self.conv_filters)} conv blocks pool the input "
-                f"{tuple(shape)} by {2 ** len(self.conv_filters)}; expected at least "
-                f"{2 ** len(self.conv_filters)} mels and frames. Use fewer conv layers."
+                f"Model config: {len(self.conv_filters)} conv blocks pool the input {tuple(shape)} by "
+                f"{2 ** len(self.conv_filters)}{pooled}; expected at least {2 ** len(self.conv_filters)} mels "
+                f"and frames{' after time pooling' if pooled else ''}. Use fewer conv layers"
+                f"{' or a smaller time_pool' if pooled else ''}."
             )
         return (self.conv_filters[-1], height, width)
+
+    def min_frames(self) -> int:
+        """Fewest input frames the network takes (random crops must be at least this long)."""
+        return self.time_pool * 2 ** len(self.conv_filters)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How the network is trained and validated (Algorithms 1-2).
+    """How the network is trained and validated (Algorithms 1-2, and the CPU recipes).
 
     Attributes
     ----------
     loss : str
-        ``"bce"`` (report; on logits), ``"mse"`` (on the sigmoid), or
-        ``"contrastive"`` (on the embedding distance, with ``margin``).
+        With ``batch="pairs"`` (Algorithm 2's sampled pairs): ``"bce"`` (report;
+        on logits), ``"mse"`` (on the sigmoid), or ``"contrastive"`` (on the
+        embedding distance, with ``margin``). With ``batch="classes"`` (every pair
+        of a batch of ``classes_per_batch`` x ``clips_per_class`` clips):
+        ``"bce-all"`` (binary cross-entropy of the difference head over all
+        pairs, positives and negatives weighted equally), ``"supcon"``
+        (supervised contrastive / NT-Xent on cosine similarities divided by
+        ``temperature``) or ``"proto"`` (prototypical: half of each class's clips
+        make its prototype, the other half are classified by squared distance).
+    batch : str
+        ``"pairs"`` (report) or ``"classes"``.
     pos : int
         Positive pairs per training class per batch (report: 2 AudioMNIST, 4 ESC-50).
     ratio : tuple[int, int]
         Positive-to-negative ratio ``(p, n)``; ``neg = round(pos * n / p)``, at least 1.
+    classes_per_batch, clips_per_class : int
+        ``P`` and ``K`` of a ``"classes"`` batch (``P`` at most the training classes).
+    temperature : float
+        Of the ``supcon`` loss.
     lr : float
-        Adam learning rate (Keras' default, 0.001).
+        Peak learning rate (Keras' Adam default, 0.001, for the report).
+    optimizer : str
+        ``"adam"`` (report) or ``"adamw"`` (decoupled ``weight_decay``).
+    weight_decay : float
+        L2 penalty (Adam) or decoupled decay (AdamW).
+    lr_schedule : str
+        ``"constant"`` (report) or ``"cosine"`` (decay to 0 at ``max_epochs``).
+    warmup_epochs : int
+        Epochs of linear warm-up from ``lr / warmup_epochs``.
     max_epochs : int
         Epochs at most; one epoch is one batch (report: 5000).
+    max_minutes : float
+        Wall-clock budget of the run in minutes, validations included (0: none).
+        The schedule is set by epochs (so the same seed gives the same weights);
+        the budget stops a run early, with a last validation, and says so.
     eval_every : int
         Epochs between validations (report: 100).
     eval_tasks : int
@@ -157,20 +246,37 @@ class TrainConfig:
     patience : int
         Validations without improvement before stopping (report: 10).
     seed : int
-        Seeds the weights, the pair sampler and the validation tasks.
+        Seeds the weights, the batches, the augmentations and the validation tasks.
     ways : int
         Classes per one-shot task (report: 5).
     margin : float
         Margin of the contrastive loss (distance units).
     eval_batch_size : int
         Clips per forward pass when validating.
+    crop_frames : int
+        Train on a random window of this many stored frames of each clip
+        (0: whole clips). Needs a global-pooling network.
+    freq_masks, time_masks : int
+        SpecAugment-style masks per training clip (0: none), set to the band mean
+        (zero after standardisation).
+    freq_mask_bands, time_mask_frames : int
+        Largest width of a frequency mask (mel bands) and a time mask (stored frames).
     """
 
     loss: str = "bce"
+    batch: str = "pairs"
     pos: int = 2
     ratio: tuple[int, int] = (1, 1)
+    classes_per_batch: int = 32
+    clips_per_class: int = 4
+    temperature: float = 0.1
     lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 0
     max_epochs: int = 5000
+    max_minutes: float = 0.0
     eval_every: int = 100
     eval_tasks: int = 300
     patience: int = 10
@@ -178,12 +284,33 @@ class TrainConfig:
     ways: int = 5
     margin: float = 1.0
     eval_batch_size: int = 64
+    crop_frames: int = 0
+    freq_masks: int = 0
+    freq_mask_bands: int = 0
+    time_masks: int = 0
+    time_mask_frames: int = 0
 
     def __post_init__(self) -> None:
         owner = "Training config"
         _choice(owner, "loss", self.loss, LOSSES)
-        for field in ("pos", "max_epochs", "eval_every", "eval_tasks", "patience", "eval_batch_size"):
+        _choice(owner, "batch", self.batch, BATCHES)
+        if self.loss not in LOSSES_OF_BATCH[self.batch]:
+            raise TrainingError(
+                f"{owner}: loss {self.loss!r} does not train on {self.batch!r} batches; expected one of "
+                f"{LOSSES_OF_BATCH[self.batch]} (or batch = "
+                f"{next(b for b, losses in LOSSES_OF_BATCH.items() if self.loss in losses)!r})."
+            )
+        for field in ("pos", "max_epochs", "eval_every", "eval_tasks", "patience", "eval_batch_size",
+                      "classes_per_batch"):
             _positive_int(owner, field, getattr(self, field))
+        if isinstance(self.clips_per_class, bool) or not isinstance(self.clips_per_class, int) \
+                or self.clips_per_class < 2:
+            raise TrainingError(
+                f"{owner}: expected clips_per_class to be an integer >= 2 (a class needs a pair). "
+                f"Got {self.clips_per_class!r} instead.")
+        for field in ("warmup_epochs", "crop_frames", "freq_masks", "freq_mask_bands", "time_masks",
+                      "time_mask_frames"):
+            _non_negative_int(owner, field, getattr(self, field))
         if not isinstance(self.ratio, tuple) or len(self.ratio) != 2:
             raise TrainingError(
                 f"{owner}: expected ratio to be a pair (positives, negatives) such as (1, 1). "
@@ -195,15 +322,55 @@ class TrainConfig:
             raise TrainingError(f"{owner}: expected seed to be a non-negative integer. Got {self.seed!r} instead.")
         if not isinstance(self.ways, int) or isinstance(self.ways, bool) or self.ways < 2:
             raise TrainingError(f"{owner}: expected ways to be an integer >= 2. Got {self.ways!r} instead.")
-        for field in ("lr", "margin"):
-            value = getattr(self, field)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-                raise TrainingError(f"{owner}: expected {field} to be a positive number. Got {value!r} instead.")
+        for field in ("lr", "margin", "temperature"):
+            _number(owner, field, getattr(self, field))
+        for field in ("weight_decay", "max_minutes"):
+            _number(owner, field, getattr(self, field), strict=False)
+        _choice(owner, "optimizer", self.optimizer, OPTIMIZERS)
+        _choice(owner, "lr_schedule", self.lr_schedule, SCHEDULES)
 
     @property
     def neg(self) -> int:
         """Negative pairs per training class per batch: ``round(pos * n / p)``, at least 1."""
         return neg_count(self.pos, self.ratio)
+
+    @property
+    def augments(self) -> bool:
+        """Whether training clips are cropped or masked."""
+        return bool(self.crop_frames or self.freq_masks or self.time_masks)
+
+
+def check_compatible(model: ModelConfig, train: TrainConfig, input_shape: tuple[int, int]) -> None:
+    """Refuse a model and training config that cannot work together on inputs of ``input_shape``.
+
+    Raises
+    ------
+    TrainingError
+        The loss trains another head than the model's; a crop or mask the input
+        cannot hold; a crop given to a network that needs whole clips.
+    """
+    wanted = HEAD_OF_LOSS[train.loss]
+    if model.head != wanted:
+        raise TrainingError(
+            f"Loss {train.loss!r} trains the {wanted!r} similarity head; the model config has head "
+            f"{model.head!r}. Set [model] head = {wanted!r} or choose another loss."
+        )
+    n_mels, n_frames = input_shape
+    model.embedding_input_shape(input_shape)
+    if train.crop_frames:
+        if model.global_pool == "none":
+            raise TrainingError(
+                f"crop_frames = {train.crop_frames} needs a network that takes any input length "
+                "(global_pool 'avg', 'max' or 'avgmax'); this one flattens fixed-size feature maps.")
+        if not model.min_frames() <= train.crop_frames <= n_frames:
+            raise TrainingError(
+                f"Expected crop_frames between {model.min_frames()} (what the network needs) and {n_frames} "
+                f"(the stored clips' frames). Got {train.crop_frames}.")
+    if train.freq_mask_bands > n_mels:
+        raise TrainingError(f"Expected freq_mask_bands at most {n_mels} (the mel bands). Got {train.freq_mask_bands}.")
+    if train.time_mask_frames > n_frames:
+        raise TrainingError(
+            f"Expected time_mask_frames at most {n_frames} (the stored frames). Got {train.time_mask_frames}.")
 
 
 def neg_count(pos: int, ratio: tuple[int, int]) -> int:
@@ -216,9 +383,24 @@ def neg_count(pos: int, ratio: tuple[int, int]) -> int:
     return max(1, math.floor(pos * n / p + 0.5))
 
 
+#: The network of the CPU presets (chosen on validation classes; see the README's "Learning on a CPU").
+CPU_MODEL = ModelConfig(conv_filters=(32, 64, 128, 256), conv_kernels=(3, 3, 3, 3), pooling="max", fc_units=128,
+                        input_norm="per_band", batch_norm=True, global_pool="avgmax", time_pool=4, head="cosine",
+                        init="torch")
+#: Its training: supervised contrastive loss over every pair of 32 classes x 4 clips, AdamW, warm-up and
+#: cosine decay, random 4 s crops and SpecAugment masks, a 20-minute budget on 2 cores.
+CPU_TRAIN = TrainConfig(loss="supcon", batch="classes", classes_per_batch=32, clips_per_class=4, temperature=0.1,
+                        lr=2e-3, optimizer="adamw", weight_decay=1e-4, lr_schedule="cosine", warmup_epochs=40,
+                        max_epochs=800, max_minutes=20.0, eval_every=100, eval_tasks=1000, patience=100,
+                        crop_frames=345, freq_masks=2, freq_mask_bands=16, time_masks=2, time_mask_frames=34)
+
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     "report-audiomnist": (ModelConfig(), TrainConfig(pos=2, ratio=(1, 1))),
     "report-esc50": (ModelConfig(), TrainConfig(pos=4, ratio=(1, 1))),
+    # The same recipe at each dataset's input size: ESC-50 128 x 431 (5 s), AudioMNIST 224 x 224 (1 s).
+    "cpu-esc50": (CPU_MODEL, CPU_TRAIN),
+    "cpu-audiomnist": (dataclasses.replace(CPU_MODEL, time_pool=2),
+                       dataclasses.replace(CPU_TRAIN, crop_frames=180, time_mask_frames=18)),
     # Small enough for tests and CPU runs on 16 x 20 .. 64 x 64 inputs.
     "tiny": (
         ModelConfig(conv_filters=(12, 12), conv_kernels=(3, 3), fc_units=64, input_norm="standardize"),

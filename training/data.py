@@ -169,21 +169,51 @@ class ResidentReader:
         return self.data[torch.from_numpy(index).to(self.device)]
 
 
-def input_stats(
-    read: ReadFn, class_rows: Mapping[str, np.ndarray], *, seed: int, max_clips: int = 512
-) -> tuple[float, float]:
-    """Mean and standard deviation of the values of up to ``max_clips`` training clips.
+def _stat_rows(class_rows: Mapping[str, np.ndarray], seed: int, max_clips: int) -> np.ndarray:
+    """Up to ``max_clips`` rows of the given classes, drawn with their own generator (sorted).
 
-    The clips are drawn with their own generator (seeded by ``seed``), so the
-    pair sampler's random stream is untouched.
-
-    Returns
-    -------
-    mean, std : float
+    A generator of its own (seeded by ``seed``), so the batches' random stream is untouched.
     """
     rows = np.unique(np.concatenate([np.asarray(r, dtype=np.int64) for r in class_rows.values()]))
     rng = np.random.default_rng([seed, 0x5EED])
     if rows.shape[0] > max_clips:
         rows = np.sort(rng.choice(rows, size=max_clips, replace=False))
-    values = read(rows).astype(np.float64)
-    return float(values.mean()), float(values.std())
+    return rows
+
+
+def input_stats(
+    read: ReadFn, class_rows: Mapping[str, np.ndarray], *, seed: int, max_clips: int = 512, per_band: bool = False,
+    chunk: int = 256,
+) -> tuple[Any, Any]:
+    """Mean and standard deviation of the values of up to ``max_clips`` training clips.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(rows) -> float32 [shape=(N, n_mels, n_frames)]``.
+    class_rows : mapping
+        The training classes' rows: statistics never see validation or test classes.
+    per_band : bool
+        One mean and deviation per mel band instead of one overall.
+    chunk : int
+        Clips read at a time (float64 sums: bounded memory, no precision loss).
+
+    Returns
+    -------
+    mean, std : float, or np.ndarray [shape=(n_mels,), dtype=float32] with ``per_band``
+    """
+    rows = _stat_rows(class_rows, seed, max_clips)
+    total = squares = None
+    count = 0
+    for start in range(0, rows.shape[0], chunk):
+        values = read(rows[start:start + chunk]).astype(np.float64)
+        axes = (0, 2) if per_band else None
+        part, part_sq = values.sum(axis=axes), np.square(values).sum(axis=axes)
+        total = part if total is None else total + part
+        squares = part_sq if squares is None else squares + part_sq
+        count += values.shape[0] * (values.shape[2] if per_band else values[0].size)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    if per_band:
+        return mean.astype(np.float32), std.astype(np.float32)
+    return float(mean), float(std)

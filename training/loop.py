@@ -1,13 +1,20 @@
-"""Algorithm 1: train on one Algorithm 2 batch per epoch, validate on one-shot tasks, keep the best.
+"""Algorithm 1: train one batch per epoch, validate on one-shot tasks, keep the best.
 
 The loop is short and made of named helpers (``train_step``, ``validate``,
 ``save_run``). Each epoch draws one batch, reads its distinct clips once,
-encodes each once, forms the pairs from the embeddings and takes one Adam
-step. Every ``eval_every`` epochs (and at the last epoch) it measures the mean
-accuracy of ``eval_tasks`` random ``ways``-way one-shot tasks on the validation
-classes with the evaluation stage's evaluator; the same tasks (seeded by the
-run's seed) at every validation, so that validations compare like with like.
-It stops after ``patience`` validations without improvement or at ``max_epochs``.
+standardises them inside the model, augments them (random crops and masks,
+when configured), encodes each clip once and takes one optimiser step on
+either Algorithm 2's sampled pairs (the report) or every pair of a batch of
+``P`` classes x ``K`` clips (the CPU presets). Every ``eval_every`` epochs (and
+at the last epoch) it measures the mean accuracy of ``eval_tasks`` random
+``ways``-way one-shot tasks on the validation classes with the evaluation
+stage's public scoring; the same tasks (seeded by the run's seed) at every
+validation, so that validations compare like with like. It stops after
+``patience`` validations without improvement, at ``max_epochs``, or when the
+``max_minutes`` wall-clock budget (validations included) would be exceeded.
+Validation tasks follow evaluation's default rule for positives: from another
+source recording than the query's where the catalog knows the sources (ESC-50);
+scores are the head's logits (no saturated, tied similarities).
 
 At every validation the run directory gets ``last.pt`` (resumable state),
 ``best.pt`` when the accuracy improved, ``metrics.csv`` and ``curves.png``.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,27 +35,43 @@ import numpy as np
 import torch
 
 from siamese_audio.errors import TrainingError
-from siamese_audio.evaluation import evaluate_one_shot
+from siamese_audio.evaluation import POSITIVES_OTHER_RECORDING, evaluate_one_shot
+from siamese_audio.memory import keep_training_buffers
+from siamese_audio.training.augment import augment
 from siamese_audio.training.checkpoint import (
     BEST,
     LAST,
     describe,
     load_checkpoint,
+    remove_stale_temporaries,
     resolve_device,
     restore_rng_states,
     rng_states,
     save_checkpoint,
 )
-from siamese_audio.training.config import ModelConfig, TrainConfig
+from siamese_audio.training.config import ModelConfig, TrainConfig, check_compatible
 from siamese_audio.training.data import ReadFn, ResidentReader, StoreReader, TrainingInputs, input_stats
-from siamese_audio.training.embedder import TorchEmbedder, autocast_context
-from siamese_audio.training.losses import pair_loss
+from siamese_audio.training.embedder import TorchEmbedder, autocast_context, similarity_kind
+from siamese_audio.training.losses import batch_loss, pair_loss
 from siamese_audio.training.metrics import EvalRecord, plot_curves, write_metrics_csv
 from siamese_audio.training.model import SiameseNet, build_model
-from siamese_audio.training.sampler import PairBatch, sample_pair_batch, validate_class_rows
+from siamese_audio.training.sampler import (
+    ClassBatch,
+    PairBatch,
+    sample_class_batch,
+    sample_pair_batch,
+    validate_class_batch,
+    validate_class_rows,
+)
+from siamese_audio.training.schedule import learning_rate, make_optimizer, set_learning_rate
 
 METRICS_CSV = "metrics.csv"
 CURVES_PNG = "curves.png"
+#: Training-config fields a resumed run may change: budgets, not the schedule or the data.
+RESUMABLE_CHANGES = ("max_minutes",)
+
+#: Validation positives come from another recording than the query's (evaluation's default rule).
+VALIDATION_POSITIVES = POSITIVES_OTHER_RECORDING
 
 
 @dataclass(frozen=True)
@@ -64,6 +88,10 @@ class RunData:
         ``(n_mels, n_frames)`` of one clip.
     meta : dict
         ``feature_version_id, feature_config, split_id, dataset, features_path, split_path``.
+    val_sources : dict[str, np.ndarray] or None
+        Source recording of each validation clip (aligned with ``val_rows``), or
+        None when the catalog has none: validation positives then come from
+        another recording than the query's where one exists.
     """
 
     train_rows: dict[str, np.ndarray]
@@ -71,20 +99,26 @@ class RunData:
     read: ReadFn
     shape: tuple[int, int]
     meta: dict[str, Any] = field(default_factory=dict)
+    val_sources: dict[str, np.ndarray] | None = None
 
     def run_meta(self) -> dict[str, Any]:
-        """The checkpoint's description of the data."""
+        """The checkpoint's description of the data (and of the validation tasks' positive rule)."""
         defaults = {"feature_version_id": None, "feature_config": None, "split_id": None, "dataset": None,
                     "features_path": None, "split_path": None}
-        return {**defaults, **self.meta, "training_classes": sorted(self.train_rows),
-                "validation_classes": sorted(self.val_rows)}
+        return {**defaults, **self.meta, "training_classes": sorted(map(str, self.train_rows)),
+                "validation_classes": sorted(map(str, self.val_rows)),
+                "validation_positives": VALIDATION_POSITIVES if self.val_sources is not None
+                else f"{VALIDATION_POSITIVES} (not applied: the catalog records no source recording)"}
 
 
 def run_data_from_inputs(inputs: TrainingInputs) -> RunData:
     """:class:`RunData` of an opened feature version and split."""
+    from siamese_audio.manifests.split_catalog import clip_sources
+
     version, split = inputs.version, inputs.split
     return RunData(
         train_rows=inputs.train_rows, val_rows=inputs.val_rows, read=version.read, shape=inputs.shape,
+        val_sources=clip_sources(version, inputs.val_rows),
         meta={"feature_version_id": version.version_id, "feature_config": dict(version.feature_config),
               "split_id": split.split_id, "dataset": version.dataset, "features_path": str(version.path),
               "split_path": str(inputs.split_path)},
@@ -104,8 +138,15 @@ class TrainResult:
     best_epoch : int
     epochs_run : int
     stopped : str
-        ``"patience"`` or ``"max_epochs"``.
+        ``"patience"``, ``"max_epochs"`` or ``"max_minutes"``.
     history : tuple[EvalRecord, ...]
+    elapsed_s : float
+        Wall-clock seconds of training and validation (over every resumed part).
+    max_minutes : float
+        The run's budget (0: none).
+    timing : dict
+        With ``profile``: steps timed, mean seconds per epoch, of reading the batch and of the
+        optimiser step, the loader's share, training pairs per second, peak CUDA memory.
     """
 
     run_dir: Path
@@ -115,6 +156,9 @@ class TrainResult:
     epochs_run: int
     stopped: str
     history: tuple[EvalRecord, ...]
+    elapsed_s: float = 0.0
+    max_minutes: float = 0.0
+    timing: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,6 +173,7 @@ class _State:
     best_epoch: int = 0
     evals_since_best: int = 0
     stopped: str | None = None
+    elapsed_s: float = 0.0
 
 
 def validation_runs(eval_tasks: int, n_classes: int) -> int:
@@ -136,9 +181,13 @@ def validation_runs(eval_tasks: int, n_classes: int) -> int:
     return math.ceil(eval_tasks / n_classes)
 
 
-def check_run_data(data: RunData, config: TrainConfig) -> None:
-    """Refuse data that cannot be trained or validated with ``config``, before any epoch runs."""
-    validate_class_rows(data.train_rows, pos=config.pos, neg=config.neg, split="train")
+def check_run_data(data: RunData, model: ModelConfig, config: TrainConfig) -> None:
+    """Refuse data that cannot be trained or validated with these configs, before any epoch runs."""
+    check_compatible(model, config, data.shape)
+    if config.batch == "pairs":
+        validate_class_rows(data.train_rows, pos=config.pos, neg=config.neg, split="train")
+    else:
+        validate_class_batch(data.train_rows, classes=config.classes_per_batch, clips=config.clips_per_class)
     if len(data.val_rows) < config.ways:
         raise TrainingError(
             f"Validation: {config.ways}-way tasks need at least {config.ways} validation classes. "
@@ -155,38 +204,61 @@ def check_run_data(data: RunData, config: TrainConfig) -> None:
         raise TrainingError(f"Expected disjoint training and validation classes. Got both in: {overlap}.")
 
 
+def draw_batch(data: RunData, config: TrainConfig, rng: np.random.Generator) -> PairBatch | ClassBatch:
+    """The next training batch: Algorithm 2's pairs, or ``P`` classes x ``K`` clips."""
+    if config.batch == "pairs":
+        return sample_pair_batch(data.train_rows, pos=config.pos, neg=config.neg, rng=rng)
+    return sample_class_batch(data.train_rows, classes=config.classes_per_batch, clips=config.clips_per_class,
+                              rng=rng)
+
+
 def train_step(
-    model: SiameseNet, optimizer: torch.optim.Optimizer, x: torch.Tensor, batch: PairBatch,
-    config: TrainConfig, device: torch.device,
+    model: SiameseNet, optimizer: torch.optim.Optimizer, x: torch.Tensor, batch: PairBatch | ClassBatch,
+    config: TrainConfig, device: torch.device, rng: np.random.Generator | None = None, precision: str = "auto",
 ) -> tuple[float, float]:
-    """One Adam step on one batch: encode each distinct clip once, pair the embeddings.
+    """One optimiser step on one batch: standardise, augment, encode each clip once, score the pairs.
 
     Parameters
     ----------
     x : torch.Tensor [shape=(N, n_mels, n_frames)]
         The clips of ``batch.rows``, on ``device``.
+    rng : np.random.Generator, optional
+        Draws the augmentations (needed when ``config`` augments).
+    precision : str
+        ``"auto"`` / ``"bf16"``: bf16 autocast on CUDA; ``"fp32"``: none.
 
     Returns
     -------
     loss, accuracy : float
+        The accuracy of the loss's own decisions (pairs, nearest clips or prototypes).
     """
     model.train()
-    left = torch.from_numpy(batch.left).to(device)
-    right = torch.from_numpy(batch.right).to(device)
-    labels = torch.from_numpy(batch.labels).to(device)
-    with autocast_context(device):
-        embeddings = model.embed(x)
-        loss, same = pair_loss(model, embeddings[left], embeddings[right], labels, kind=config.loss,
-                               margin=config.margin)
+    with autocast_context(device, precision):
+        inputs = model.normalize(x)
+        if config.augments:
+            if rng is None:
+                raise TrainingError("train_step: the config augments its batches; pass the run's generator.")
+            inputs = augment(inputs, config, rng)
+        embeddings = model.encoder(inputs)
+        if isinstance(batch, PairBatch):
+            left = torch.from_numpy(batch.left).to(device)
+            right = torch.from_numpy(batch.right).to(device)
+            labels = torch.from_numpy(batch.labels).to(device)
+            loss, same = pair_loss(model, embeddings[left], embeddings[right], labels, kind=config.loss,
+                                   margin=config.margin)
+            correct = same == labels.bool()
+        else:
+            labels = torch.from_numpy(batch.labels).to(device)
+            loss, correct = batch_loss(model, embeddings, labels, kind=config.loss, temperature=config.temperature)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    accuracy = (same == labels.bool()).float().mean()
-    return float(loss.detach()), float(accuracy)
+    return float(loss.detach()), float(correct.float().mean())
 
 
 def validate(
-    model: SiameseNet, data: RunData, config: TrainConfig, device: torch.device, evaluate: Callable[..., Any]
+    model: SiameseNet, data: RunData, config: TrainConfig, device: torch.device, evaluate: Callable[..., Any],
+    precision: str = "auto",
 ) -> tuple[float, int, tuple[float, float]]:
     """Mean accuracy of ``eval_tasks`` ``ways``-way one-shot tasks on the validation classes (Algorithm 3).
 
@@ -196,11 +268,11 @@ def validate(
         ``n_tasks`` and ``ci95`` are 0 and (0, 0) when ``evaluate`` does not report them.
     """
     embedder = TorchEmbedder(model, device, batch_size=config.eval_batch_size,
-                             similarity_kind="distance" if config.loss == "contrastive" else "sigmoid")
+                             similarity_kind=similarity_kind(config.loss), precision=precision)
     result = evaluate(
         embedder, read=data.read, class_rows=data.val_rows, ways=config.ways,
         runs=validation_runs(config.eval_tasks, len(data.val_rows)), seed=config.seed,
-        batch_size=config.eval_batch_size,
+        batch_size=config.eval_batch_size, class_sources=data.val_sources,
     )
     ci = getattr(result, "ci95", (0.0, 0.0))
     return float(result.accuracy), int(getattr(result, "n_tasks", 0)), (float(ci[0]), float(ci[1]))
@@ -218,6 +290,7 @@ def _payload(
         "best_val_accuracy": state.best_val_accuracy,
         "best_epoch": state.best_epoch,
         "history": [asdict(r) for r in state.history],
+        "elapsed_s": state.elapsed_s,
     }
     if kind == "last":
         payload.update(
@@ -242,7 +315,11 @@ def save_run(run_dir: Path, payload_last: dict[str, Any], state: _State) -> None
 def _check_resume(payload: dict[str, Any], described: dict[str, Any], path: Path) -> None:
     for key in ("model_config", "train_config", "input_shape", "feature_version_id", "split_id",
                 "training_classes", "validation_classes"):
-        if payload[key] != described[key]:
+        saved, ours = payload[key], described[key]
+        if key == "train_config":
+            saved = {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES}
+            ours = {k: v for k, v in ours.items() if k not in RESUMABLE_CHANGES}
+        if saved != ours:
             raise TrainingError(
                 f"Cannot resume {path}: its {key} is {payload[key]!r}, this run's is {described[key]!r}. "
                 f"Resume with the checkpoint's own settings, or start a new run directory."
@@ -261,6 +338,8 @@ def fit(
     progress: bool = True,
     evaluate: Callable[..., Any] | None = None,
     on_epoch: Callable[[int], None] | None = None,
+    precision: str = "auto",
+    profile: bool = False,
 ) -> TrainResult:
     """Train a Siamese network (Algorithm 1) and write its run directory.
 
@@ -275,78 +354,178 @@ def fit(
     resident : bool
         Load the training clips once into device memory instead of reading each batch.
     resume : bool
-        Continue from ``run_dir/last.pt``; configs and data must match the checkpoint's.
+        Continue from ``run_dir/last.pt``; configs and data must match the checkpoint's,
+        except a new ``max_minutes`` budget (a run stopped by its budget then goes on).
     progress : bool
         tqdm progress bar on stderr.
     evaluate : callable, optional
-        Stand-in for :func:`evaluation.evaluator.evaluate_one_shot` (same signature).
+        Stand-in for :func:`siamese_audio.evaluation.evaluate_one_shot` (same signature).
     on_epoch : callable, optional
         Called with the epoch number after each epoch's step (and checkpointing).
+    precision : str
+        ``"auto"`` (bf16 autocast on CUDA), ``"bf16"`` or ``"fp32"``.
+    profile : bool
+        Time each epoch's batch reading and optimiser step (synchronising CUDA), for
+        :attr:`TrainResult.timing`.
 
     Returns
     -------
     TrainResult
     """
+    clock = time.monotonic()  # the budget counts setup too: statistics, resident loading, validations
     run_dir = Path(run_dir)
-    check_run_data(data, train_config)
+    check_run_data(data, model_config, train_config)
     torch_device = resolve_device(device)
+    keep_training_buffers()  # without it a CPU step spends as much time in the kernel as in the maths
     evaluate = evaluate or evaluate_one_shot
     described = describe(model_config=model_config, train_config=train_config, input_shape=data.shape,
                          run_meta=data.run_meta())
     model = build_model(model_config, data.shape, seed=train_config.seed).to(torch_device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
+    optimizer = make_optimizer(model.parameters(), train_config)
     rng = np.random.default_rng(train_config.seed)
     if resume:
-        state = _resume_state(run_dir / LAST, described, model, optimizer, rng)
+        state = _resume_state(run_dir / LAST, described, model, optimizer, rng, train_config)
     else:
         state = _fresh_state(run_dir, data, model, model_config, train_config)
     if state.stopped is None and resident:
         reader: ResidentReader | StoreReader = ResidentReader(data.read, data.train_rows, torch_device)
     else:
         reader = StoreReader(data.read, torch_device)
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=train_config.max_epochs, initial=state.epoch, file=sys.stderr, disable=not progress,
-               desc="train", unit="epoch", dynamic_ncols=True)
-    try:
-        while state.stopped is None:
-            batch = sample_pair_batch(data.train_rows, pos=train_config.pos, neg=train_config.neg, rng=rng)
-            loss, accuracy = train_step(model, optimizer, reader.batch(batch.rows), batch, train_config,
-                                        torch_device)
-            state.epoch += 1
-            state.epoch_losses.append(loss)
-            state.epoch_accuracies.append(accuracy)
-            bar.update(1)
-            if state.epoch % train_config.eval_every == 0 or state.epoch == train_config.max_epochs:
-                _after_validation(model, optimizer, rng, data, train_config, torch_device, evaluate,
-                                  described, state, run_dir)
-                bar.set_postfix(loss=f"{loss:.3f}", val=f"{state.history[-1].val_accuracy:.3f}",
-                                best=f"{state.best_val_accuracy:.3f}")
-            if on_epoch is not None:
-                on_epoch(state.epoch)
-    finally:
-        bar.close()
+    run = _Run(data, train_config, torch_device, evaluate, described, run_dir, model, optimizer, rng, state,
+               precision=precision, profile=profile, started=clock - state.elapsed_s)
+    run.loop(reader, progress=progress, on_epoch=on_epoch)
     return TrainResult(
         run_dir=run_dir, best_checkpoint=run_dir / BEST, best_val_accuracy=state.best_val_accuracy,
         best_epoch=state.best_epoch, epochs_run=state.epoch, stopped=state.stopped, history=tuple(state.history),
+        elapsed_s=state.elapsed_s, max_minutes=train_config.max_minutes, timing=run.timing(),
     )
 
 
+@dataclass
+class _Run:
+    """One run's parts, so that the loop and its validation step read as named steps."""
+
+    data: RunData
+    config: TrainConfig
+    device: torch.device
+    evaluate: Callable[..., Any]
+    described: dict[str, Any]
+    run_dir: Path
+    model: SiameseNet
+    optimizer: torch.optim.Optimizer
+    rng: np.random.Generator
+    state: _State
+    precision: str = "auto"
+    profile: bool = False
+    started: float = 0.0
+    _times: list[tuple[float, float, int]] = field(default_factory=list)
+
+    def _sync(self) -> float:
+        if self.profile and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def timing(self) -> dict[str, Any]:
+        """Mean seconds of reading a batch and of a step, the loader's share, pairs/s, peak CUDA memory."""
+        if not self._times:
+            return {}
+        load = float(np.mean([t[0] for t in self._times]))
+        step = float(np.mean([t[1] for t in self._times]))
+        pairs = float(np.mean([t[2] for t in self._times]))
+        out = {"epochs_timed": len(self._times), "epoch_s": load + step, "load_s": load, "step_s": step,
+               "loader_share": load / (load + step), "pairs_per_epoch": pairs, "pairs_per_s": pairs / (load + step)}
+        if self.device.type == "cuda":
+            out["peak_gpu_bytes"] = int(torch.cuda.max_memory_allocated(self.device))
+        return out
+
+    def loop(self, reader: ResidentReader | StoreReader, *, progress: bool,
+             on_epoch: Callable[[int], None] | None) -> None:
+        from tqdm import tqdm
+
+        config, state = self.config, self.state
+        started = self.started
+        last_validation_s = last_step_s = 0.0
+        bar = tqdm(total=config.max_epochs, initial=state.epoch, file=sys.stderr, disable=not progress,
+                   desc="train", unit="epoch", dynamic_ncols=True)
+        try:
+            while state.stopped is None:
+                set_learning_rate(self.optimizer, learning_rate(config, state.epoch))
+                batch = draw_batch(self.data, config, self.rng)
+                t0 = self._sync()
+                x = reader.batch(batch.rows)
+                t1 = self._sync()
+                loss, accuracy = train_step(self.model, self.optimizer, x, batch, config, self.device, self.rng,
+                                            self.precision)
+                if self.profile:
+                    self._times.append((t1 - t0, self._sync() - t1, batch.n_pairs))
+                state.epoch += 1
+                state.epoch_losses.append(loss)
+                state.epoch_accuracies.append(accuracy)
+                now = time.monotonic()
+                last_step_s, state.elapsed_s = now - started - state.elapsed_s, now - started
+                bar.update(1)
+                # stop while one more step and a validation still fit in the budget
+                out_of_time = bool(config.max_minutes) and (
+                    state.elapsed_s + last_step_s + last_validation_s >= 60.0 * config.max_minutes)
+                if state.epoch % config.eval_every == 0 or state.epoch == config.max_epochs or out_of_time:
+                    t0 = time.monotonic()
+                    self.after_validation(out_of_time=out_of_time, started=started)
+                    last_validation_s = time.monotonic() - t0
+                    bar.set_postfix(loss=f"{loss:.3f}", val=f"{state.history[-1].val_accuracy:.3f}",
+                                    best=f"{state.best_val_accuracy:.3f}")
+                if on_epoch is not None:
+                    on_epoch(state.epoch)
+        finally:
+            bar.close()
+
+    def after_validation(self, *, out_of_time: bool, started: float) -> None:
+        """Validate, record, keep the best weights, decide whether to stop, checkpoint."""
+        state, config = self.state, self.config
+        val_accuracy, val_tasks, val_ci = validate(self.model, self.data, config, self.device, self.evaluate,
+                                                   self.precision)
+        state.elapsed_s = time.monotonic() - started
+        since = len(state.epoch_losses) - (state.history[-1].epoch if state.history else 0)
+        state.history.append(EvalRecord(
+            epoch=state.epoch, train_loss=float(np.mean(state.epoch_losses[-since:])),
+            train_accuracy=float(np.mean(state.epoch_accuracies[-since:])), val_accuracy=val_accuracy,
+            val_n_tasks=val_tasks, val_ci95_low=val_ci[0], val_ci95_high=val_ci[1],
+            elapsed_s=round(state.elapsed_s, 1), lr=self.optimizer.param_groups[0]["lr"],
+        ))
+        if val_accuracy > state.best_val_accuracy:
+            state.best_val_accuracy, state.best_epoch, state.evals_since_best = val_accuracy, state.epoch, 0
+            save_checkpoint(self.run_dir / BEST, _payload(self.model, self.described, state, kind="best"))
+        else:
+            state.evals_since_best += 1
+        if state.evals_since_best >= config.patience:
+            state.stopped = "patience"
+        elif state.epoch >= config.max_epochs:
+            state.stopped = "max_epochs"
+        elif out_of_time:
+            state.stopped = "max_minutes"
+        save_run(self.run_dir, _payload(self.model, self.described, state, kind="last", optimizer=self.optimizer,
+                                        rng=self.rng), state)
+
+
 def _resume_state(last_path: Path, described: dict[str, Any], model: SiameseNet, optimizer: torch.optim.Optimizer,
-                  rng: np.random.Generator) -> _State:
+                  rng: np.random.Generator, config: TrainConfig) -> _State:
     """Load ``last.pt`` into the model, optimizer and generators; return the run's progress."""
+    remove_stale_temporaries(last_path.parent)
     payload = load_checkpoint(last_path)
     _check_resume(payload, described, last_path)
     model.load_state_dict(payload["model_state"])
     optimizer.load_state_dict(payload["optimizer_state"])
     restore_rng_states(payload["rng_states"], rng)
+    stopped = payload["stopped"]
+    saved_budget = float(payload["train_config"].get("max_minutes", 0.0))
+    if stopped == "max_minutes" and (not config.max_minutes or config.max_minutes > saved_budget):
+        stopped = None  # a larger budget (or none): go on where the last one ended
     return _State(
         epoch=payload["epoch"], epoch_losses=list(payload["epoch_losses"]),
         epoch_accuracies=list(payload["epoch_accuracies"]),
         history=[EvalRecord(**r) for r in payload["history"]],
         best_val_accuracy=payload["best_val_accuracy"], best_epoch=payload["best_epoch"],
-        evals_since_best=payload["evals_since_best"], stopped=payload["stopped"],
+        evals_since_best=payload["evals_since_best"], stopped=stopped,
+        elapsed_s=float(payload.get("elapsed_s", 0.0)),
     )
 
 
@@ -360,34 +539,11 @@ def _fresh_state(run_dir: Path, data: RunData, model: SiameseNet, model_config: 
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(train_config.seed)
-    if model_config.input_norm == "standardize":
-        model.set_input_stats(*input_stats(data.read, data.train_rows, seed=train_config.seed))
+    if model_config.input_norm != "none":
+        per_band = model_config.input_norm == "per_band"
+        model.set_input_stats(*input_stats(data.read, data.train_rows, seed=train_config.seed,
+                                           max_clips=2048 if per_band else 512, per_band=per_band))
     return _State()
-
-
-def _after_validation(
-    model: SiameseNet, optimizer: torch.optim.Optimizer, rng: np.random.Generator, data: RunData,
-    config: TrainConfig, device: torch.device, evaluate: Callable[..., Any], described: dict[str, Any],
-    state: _State, run_dir: Path,
-) -> None:
-    """Validate, record, keep the best weights, decide whether to stop, checkpoint."""
-    val_accuracy, val_tasks, val_ci = validate(model, data, config, device, evaluate)
-    since = len(state.epoch_losses) - (state.history[-1].epoch if state.history else 0)
-    state.history.append(EvalRecord(
-        epoch=state.epoch, train_loss=float(np.mean(state.epoch_losses[-since:])),
-        train_accuracy=float(np.mean(state.epoch_accuracies[-since:])), val_accuracy=val_accuracy,
-        val_n_tasks=val_tasks, val_ci95_low=val_ci[0], val_ci95_high=val_ci[1],
-    ))
-    if val_accuracy > state.best_val_accuracy:
-        state.best_val_accuracy, state.best_epoch, state.evals_since_best = val_accuracy, state.epoch, 0
-        save_checkpoint(run_dir / BEST, _payload(model, described, state, kind="best"))
-    else:
-        state.evals_since_best += 1
-    if state.evals_since_best >= config.patience:
-        state.stopped = "patience"
-    elif state.epoch >= config.max_epochs:
-        state.stopped = "max_epochs"
-    save_run(run_dir, _payload(model, described, state, kind="last", optimizer=optimizer, rng=rng), state)
 
 
 def resume_settings(run_dir: str | Path) -> dict[str, Any]:
@@ -396,3 +552,6 @@ def resume_settings(run_dir: str | Path) -> dict[str, Any]:
     return {key: payload[key] for key in ("model_config", "train_config", "features_path", "split_path",
                                           "feature_version_id", "split_id", "epoch", "stopped")}
 
+
+__all__ = ["RunData", "TrainResult", "check_run_data", "draw_batch", "fit", "resume_settings",
+           "run_data_from_inputs", "save_run", "train_step", "validate", "validation_runs"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from siamese_audio.files import save_figure, write_atomic
@@ -27,6 +27,10 @@ class EvalRecord:
         Number of one-shot tasks behind ``val_accuracy``.
     val_ci95_low, val_ci95_high : float
         Its 95% confidence interval (the evaluator's: Wilson score).
+    elapsed_s : float
+        Wall-clock seconds of the run (training and validations) at this validation.
+    lr : float
+        Learning rate of the last epoch before it.
     """
 
     epoch: int
@@ -36,10 +40,12 @@ class EvalRecord:
     val_n_tasks: int = 0
     val_ci95_low: float = 0.0
     val_ci95_high: float = 0.0
+    elapsed_s: float = field(default=0.0, compare=False)  # wall clock: not part of a run's identity
+    lr: float = 0.0
 
 
 METRICS_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_accuracy", "val_n_tasks", "val_ci95_low",
-                   "val_ci95_high")
+                   "val_ci95_high", "elapsed_s", "lr")
 
 
 def write_metrics_csv(path: Path, history: Sequence[EvalRecord]) -> None:
@@ -50,7 +56,7 @@ def write_metrics_csv(path: Path, history: Sequence[EvalRecord]) -> None:
     for record in history:
         writer.writerow([record.epoch, f"{record.train_loss:.6f}", f"{record.train_accuracy:.6f}",
                          f"{record.val_accuracy:.6f}", record.val_n_tasks, f"{record.val_ci95_low:.6f}",
-                         f"{record.val_ci95_high:.6f}"])
+                         f"{record.val_ci95_high:.6f}", f"{record.elapsed_s:.1f}", f"{record.lr:.6g}"])
     write_atomic(path, buffer.getvalue().encode())
 
 

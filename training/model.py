@@ -1,15 +1,22 @@
-"""The Siamese network: one convolutional encoder shared by both towers, a merge, a one-unit head.
+"""The Siamese network: one convolutional encoder shared by both towers, and a similarity head.
 
-As the authors' code has it: Conv 64 5x5 -> max-pool 2 -> Conv 32 5x5 -> max-pool 2 ->
-Conv 12 3x3 -> max-pool 2, 'same' padding, ReLU; flatten; FC 4096 with ReLU;
-Glorot-uniform weights and zero biases. The merge is the element-wise squared
-(or absolute) difference of the two embeddings; the head is one linear unit
-whose sigmoid is the similarity. Training works on the head's logits.
+The defaults are the authors' network: Conv 64 5x5 -> max-pool 2 -> Conv 32 5x5 ->
+max-pool 2 -> Conv 12 3x3 -> max-pool 2, 'same' padding, ReLU; flatten; FC 4096
+with ReLU; Glorot-uniform weights and zero biases; the merge is the element-wise
+squared (or absolute) difference of the two embeddings and the head one linear
+unit whose logit is the similarity.
+
+The options of :class:`~siamese_audio.training.config.ModelConfig` make the
+networks that learn on a CPU: the input standardised per mel band with
+training-class statistics (buffers saved with the weights), averaged over time
+inside the model, batch norm after each convolution, global pooling of the
+last feature maps into a linear embedding, and a cosine or Euclidean head.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from siamese_audio.training.config import ModelConfig
@@ -18,7 +25,8 @@ from siamese_audio.training.config import ModelConfig
 def _glorot(module: nn.Module) -> None:
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         nn.init.xavier_uniform_(module.weight)
-        nn.init.zeros_(module.bias)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 class Encoder(nn.Module):
@@ -28,7 +36,7 @@ class Encoder(nn.Module):
     ----------
     config : ModelConfig
     input_shape : tuple[int, int]
-        ``(n_mels, n_frames)`` of one clip (the feature version's ``shape``).
+        ``(n_mels, n_frames)`` of one stored clip (the feature version's ``shape``).
     """
 
     def __init__(self, config: ModelConfig, input_shape: tuple[int, int]) -> None:
@@ -38,24 +46,54 @@ class Encoder(nn.Module):
         layers: list[nn.Module] = []
         in_channels = 1
         for filters, kernel in zip(config.conv_filters, config.conv_kernels):
-            layers += [nn.Conv2d(in_channels, filters, kernel, padding="same"), nn.ReLU(), pool(2)]
+            if config.batch_norm:
+                layers += [nn.Conv2d(in_channels, filters, kernel, padding="same", bias=False),
+                           nn.BatchNorm2d(filters), nn.ReLU(), pool(2)]
+            else:
+                layers += [nn.Conv2d(in_channels, filters, kernel, padding="same"), nn.ReLU(), pool(2)]
             if config.dropout_conv > 0:
                 layers.append(nn.Dropout(config.dropout_conv))
             in_channels = filters
-        layers += [nn.Flatten(), nn.Linear(channels * height * width, config.fc_units), nn.ReLU()]
-        if config.dropout_fc > 0:
-            layers.append(nn.Dropout(config.dropout_fc))
+        self.global_pool = config.global_pool
+        self.time_pool = config.time_pool
+        if config.global_pool == "none":
+            layers += [nn.Flatten(), nn.Linear(channels * height * width, config.fc_units), nn.ReLU()]
+            if config.dropout_fc > 0:
+                layers.append(nn.Dropout(config.dropout_fc))
+            self.project: nn.Module | None = None
+        else:
+            pooled = 2 * channels if config.global_pool == "avgmax" else channels
+            self.project = nn.Sequential(
+                nn.Linear(pooled, config.fc_units),
+                *([nn.Dropout(config.dropout_fc)] if config.dropout_fc > 0 else []),
+            )
         self.layers = nn.Sequential(*layers)
         self.input_shape = tuple(input_shape)
-        self.apply(_glorot)
+        if config.init == "glorot":
+            self.apply(_glorot)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Embed ``x`` [shape=(B, n_mels, n_frames)] into [shape=(B, fc_units)]."""
-        return self.layers(x.unsqueeze(1))
+        """Embed ``x`` [shape=(B, n_mels, n_frames)] into [shape=(B, fc_units)].
+
+        With global pooling any ``n_frames`` of at least ``config.min_frames()`` works.
+        """
+        if self.time_pool > 1:
+            x = F.avg_pool1d(x, self.time_pool)
+        h = self.layers(x.unsqueeze(1))
+        if self.project is None:
+            return h
+        if self.global_pool == "avg":
+            h = h.mean(dim=(2, 3))
+        elif self.global_pool == "max":
+            h = h.amax(dim=(2, 3))
+        else:  # avgmax: mean over mel bands, then mean and max over time
+            h = h.mean(dim=2)
+            h = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
+        return self.project(h)
 
 
 class SiameseNet(nn.Module):
-    """Encoder + merge + one-unit head.
+    """Input normalisation + encoder + similarity head.
 
     Parameters
     ----------
@@ -70,20 +108,32 @@ class SiameseNet(nn.Module):
         self.encoder = Encoder(config, input_shape)
         self.head = nn.Linear(config.fc_units, 1)
         _glorot(self.head)
-        # Input standardisation (config.input_norm == "standardize"); saved with the weights.
-        self.register_buffer("input_mean", torch.zeros(()))
-        self.register_buffer("input_std", torch.ones(()))
+        # Input statistics from training clips, saved with the weights (evaluation applies them too).
+        if config.input_norm == "per_band":
+            self.register_buffer("input_mean", torch.zeros(input_shape[0]))
+            self.register_buffer("input_std", torch.ones(input_shape[0]))
+        else:
+            self.register_buffer("input_mean", torch.zeros(()))
+            self.register_buffer("input_std", torch.ones(()))
 
-    def set_input_stats(self, mean: float, std: float) -> None:
-        """Set the standardisation used when ``config.input_norm == "standardize"``."""
-        self.input_mean.fill_(float(mean))
-        self.input_std.fill_(float(std) if std > 0 else 1.0)
+    def set_input_stats(self, mean, std) -> None:
+        """Set the standardisation: scalars (``"standardize"``) or per mel band [shape=(n_mels,)] (``"per_band"``)."""
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(self.input_mean.shape)
+        std = torch.as_tensor(std, dtype=torch.float32).reshape(self.input_std.shape)
+        self.input_mean.copy_(mean)
+        self.input_std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardise spectrograms [shape=(B, n_mels, n_frames)] as ``config.input_norm`` says."""
+        if self.config.input_norm == "standardize":
+            return (x - self.input_mean) / self.input_std
+        if self.config.input_norm == "per_band":
+            return (x - self.input_mean[:, None]) / self.input_std[:, None]
+        return x
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """[shape=(B, n_mels, n_frames)] -> [shape=(B, fc_units)]."""
-        if self.config.input_norm == "standardize":
-            x = (x - self.input_mean) / self.input_std
-        return self.encoder(x)
+        return self.encoder(self.normalize(x))
 
     def merge(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Element-wise squared or absolute difference, [shape=(P, D)] each -> (P, D)."""
@@ -91,7 +141,16 @@ class SiameseNet(nn.Module):
         return diff * diff if self.config.merge == "squared" else diff.abs()
 
     def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Head logits of embedding pairs, [shape=(P, D)] each -> [shape=(P,)]."""
+        """Similarity logits of embedding pairs, [shape=(P, D)] each -> [shape=(P,)]; higher is more similar.
+
+        ``difference``: the linear unit on the merged difference (its sigmoid is the
+        probability of "same class"); ``cosine``: the cosine of the embeddings;
+        ``euclidean``: minus the squared Euclidean distance.
+        """
+        if self.config.head == "cosine":
+            return F.cosine_similarity(a.float(), b.float(), dim=-1, eps=1e-8)
+        if self.config.head == "euclidean":
+            return -(a.float() - b.float()).pow(2).sum(dim=-1)
         return self.head(self.merge(a, b)).squeeze(-1)
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -105,7 +164,7 @@ class SiameseNet(nn.Module):
 
 
 def build_model(config: ModelConfig, input_shape: tuple[int, int], *, seed: int) -> SiameseNet:
-    """Build a Glorot-initialised network whose weights depend only on ``seed``."""
+    """Build a network whose initial weights depend only on ``seed``."""
     generator_state = torch.get_rng_state()
     torch.manual_seed(seed)
     try:

@@ -102,3 +102,71 @@ def sample_pair_batch(
     distinct, inverse = np.unique(np.concatenate([left, right]), return_inverse=True)
     n = left.shape[0]
     return PairBatch(rows=distinct, left=inverse[:n], right=inverse[n:], labels=labels)
+
+
+@dataclass(frozen=True)
+class ClassBatch:
+    """One batch of ``P`` classes x ``K`` clips, every pair of which the loss uses.
+
+    Attributes
+    ----------
+    rows : np.ndarray [shape=(P * K,), dtype=int64]
+        Store rows, class by class (``K`` consecutive rows per class), each clip once.
+    labels : np.ndarray [shape=(P * K,), dtype=int64]
+        Index ``0 .. P - 1`` of each row's class within the batch.
+    """
+
+    rows: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def n_pairs(self) -> int:
+        n = int(self.rows.shape[0])
+        return n * (n - 1) // 2
+
+
+def validate_class_batch(class_rows: Mapping[str, np.ndarray], *, classes: int, clips: int,
+                         split: str = "train") -> None:
+    """Refuse class rows that cannot give batches of ``classes`` x ``clips``.
+
+    Raises
+    ------
+    TrainingError
+        Fewer than ``classes`` classes, or a class with fewer than ``clips`` clips.
+    """
+    if len(class_rows) < classes:
+        raise TrainingError(
+            f"Class batches of {classes} classes need at least {classes} {split} classes. "
+            f"Got {len(class_rows)}; lower classes_per_batch."
+        )
+    for name in sorted(class_rows):
+        if len(class_rows[name]) < clips:
+            raise TrainingError(
+                f"Class batches of {clips} clips per class: {split} class {name!r} has {len(class_rows[name])}; "
+                "lower clips_per_class."
+            )
+
+
+def sample_class_batch(
+    class_rows: Mapping[str, np.ndarray], *, classes: int, clips: int, rng: np.random.Generator
+) -> ClassBatch:
+    """Draw ``classes`` distinct classes and ``clips`` distinct clips of each.
+
+    Parameters
+    ----------
+    class_rows : Mapping[str, np.ndarray]
+        Training class -> its store rows.
+    classes, clips : int
+        ``P`` and ``K``.
+    rng : np.random.Generator
+        Advanced in place; the same state gives the same batch.
+    """
+    validate_class_batch(class_rows, classes=classes, clips=clips)
+    names = sorted(class_rows)
+    chosen = rng.choice(len(names), size=classes, replace=False)
+    rows = np.concatenate([
+        np.asarray(class_rows[names[c]], dtype=np.int64)[rng.choice(len(class_rows[names[c]]), size=clips,
+                                                                    replace=False)]
+        for c in chosen
+    ])
+    return ClassBatch(rows=rows, labels=np.repeat(np.arange(classes, dtype=np.int64), clips))

@@ -1,11 +1,13 @@
 """Explain a checkpoint's one-shot decisions on evaluate's own tasks, and write the files.
 
-Tasks are evaluate's: the split's evaluating rows (:func:`~evaluation.reevaluate.plan_split`),
-laid out by :func:`~evaluation.tasks.make_pool` and drawn by
-:func:`~evaluation.tasks.draw_tasks` with the same C, runs and seed, so task 17
+Tasks are evaluate's: the split's evaluating rows and their source recordings
+(:func:`~evaluation.reevaluate.plan_split`), laid out by
+:func:`~evaluation.tasks.make_pool` and drawn by :func:`~evaluation.tasks.draw_tasks`
+with the same C, runs, seed and positive rule (``same_source_ok``), so task 17
 here is task 17 of ``evaluate`` with those settings (its ``tasks.csv``). The same
-refusals as ``evaluate`` apply (training classes among the evaluating ones, a
-feature version computed differently, an input shape the network cannot take).
+refusals as ``evaluate`` apply (the checkpoint's training or validation classes
+among the evaluating ones, a feature version computed differently, an input
+shape the network cannot take).
 
 Every clip the explained tasks use is read and embedded once (queries and
 supports share that cache); each task's perturbations then go through one
@@ -67,6 +69,8 @@ class ExplainSettings:
     ----------
     ways, runs, seed : int
         evaluate's ``--ways``, ``--runs`` and ``--seed``: they fix the tasks and their ids.
+    same_source_ok : bool
+        evaluate's ``--same-source-ok`` (positives from the query's own recording allowed).
     task_ids : tuple[int, ...] or None
         Tasks to explain (ids in evaluate's draw); None: ``n_tasks`` spread evenly over the draw.
     n_tasks : int
@@ -88,6 +92,7 @@ class ExplainSettings:
     ways: int = 5
     runs: int = 60
     seed: int = 0
+    same_source_ok: bool = False
     task_ids: tuple[int, ...] | None = None
     n_tasks: int = 5
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -116,7 +121,7 @@ class ExplainSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "ways": self.ways, "runs": self.runs, "seed": self.seed,
+            "ways": self.ways, "runs": self.runs, "seed": self.seed, "same_source_ok": self.same_source_ok,
             "task_ids": None if self.task_ids is None else list(self.task_ids), "n_tasks": self.n_tasks,
             **self.method.to_dict(), "segmenter": self.segmenter.to_dict(),
             "fill": self.fill if self.fill == "floor" else float(self.fill),
@@ -178,6 +183,8 @@ def _task_record(result: TaskExplanation, tasks: OneShotTasks, t: int, clip_ids:
     return {
         "task": t, "query": {"row": q_row, "clip_id": clip_ids.get(q_row), "class": classes[int(tasks.query_class[t])]},
         "positive": inputs.positive, "chosen": inputs.chosen, "correct": inputs.chosen == inputs.positive,
+        "positive_same_recording": (None if tasks.pool.sources is None else bool(
+            tasks.pool.sources[tasks.query[t]] == tasks.pool.sources[tasks.support[t, inputs.positive]])),
         "supports": supports, "faithfulness": [f.to_dict() for f in result.faithfulness],
         "embeddings": result.embeddings, "seconds": round(result.seconds, 3),
     }
@@ -233,11 +240,14 @@ def explain_checkpoint(
     if settings.sanity and cascade is None:
         raise EvaluationError("The sanity check needs a randomisation cascade of the model; none was given.")
     notes = check_compatible(meta, version, checkpoint=checkpoint, allow_feature_mismatch=allow_feature_mismatch)
-    source, class_rows, overlap = plan_split(source, version, meta, subset=subset, allow_overlap=allow_overlap,
-                                             notes=notes)
-    pool = make_pool(class_rows)
+    if "validation_classes" not in meta:
+        notes.append(f"{checkpoint} does not record its validation classes: only its training classes "
+                     f"could be kept out of the explained classes.")
+    plan = plan_split(source, version, meta, subset=subset, allow_overlap=allow_overlap, notes=notes)
+    pool = make_pool(plan.rows, plan.sources)
     validate_ways_runs(settings.ways, settings.runs, len(pool.classes))
-    tasks = draw_tasks(pool, ways=settings.ways, runs=settings.runs, seed=settings.seed)
+    tasks = draw_tasks(pool, ways=settings.ways, runs=settings.runs, seed=settings.seed,
+                       same_source_ok=settings.same_source_ok)
     ids = select_tasks(tasks.n_tasks, settings)
     config = FeatureConfig.from_dict(dict(version.feature_config))
     out_dir = Path(out_dir)
@@ -298,7 +308,8 @@ def explain_checkpoint(
         "feature_version_id": version.version_id, "features_path": str(version.path),
         "feature_config": config.to_dict(), "checkpoint_feature_version_id": meta["feature_version_id"],
         "checkpoint_split_id": meta["split_id"], "split_id": source.split.split_id, "split_path": source.path,
-        "subset": subset, "classes": list(pool.classes), "overlap_with_training": list(overlap),
+        "subset": subset, "classes": list(pool.classes), "seen_by_checkpoint": dict(plan.overlap),
+        "positives": tasks.positives_summary(),
         "allow_overlap": allow_overlap, "allow_feature_mismatch": allow_feature_mismatch,
         "n_tasks_drawn": tasks.n_tasks, "task_ids": list(ids), "settings": settings.to_dict(),
         "library_versions": {**versions.library_versions(

@@ -15,7 +15,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", choices=["audiomnist", "esc50"], default="audiomnist")
     p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (default: one per core)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-epochs", type=int, default=300)
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="epochs at most (default: 300 for generated audio, the preset's for --data)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="training budget in minutes (default: the preset's; cpu-esc50: 20)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--explain-tasks", type=int, default=3, metavar="N",
                    help="test tasks to explain with SINEX at the end (default 3; 0 skips)")
@@ -30,7 +33,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from siamese_audio.demo import run_demo as run
 
     result = run(DemoConfig(out=args.out, data=args.data, dataset=args.dataset, workers=args.workers,
-                            seed=args.seed, max_epochs=args.max_epochs, device=args.device,
-                            explain_tasks=args.explain_tasks, sonify=args.sonify))
+                            seed=args.seed, max_epochs=args.max_epochs, max_minutes=args.max_minutes,
+                            device=args.device, explain_tasks=args.explain_tasks, sonify=args.sonify))
     emit(result.summary, args.json, result.text())
     return 0

@@ -3,7 +3,7 @@
 ::
 
     siamese-audio explain CHECKPOINT --features VERSION_PATH --split SPLIT.parquet [--subset test|validation]
-        [--ways C] [--runs N] [--tasks N | --task I [I ...]] [--seed S] [--method sinex|sinexc]
+        [--ways C] [--runs N] [--tasks N | --task I [I ...]] [--seed S] [--same-source-ok] [--method sinex|sinexc]
         [--segmenter felzenszwalb|slic] [--scale --sigma --min-size --n-segments --compactness]
         [--fill floor|DB] [--alpha A] [--beta B] [--top-k K] [--sonify/--no-sonify] [--sonify-tasks N]
         [--faithfulness all|positive|none] [--steps N] [--random-orders R] [--sanity]
@@ -60,6 +60,8 @@ def add_parser(subparsers: Any) -> None:
                    help="tasks per class of evaluate's draw (default 60, as evaluate): it fixes the task ids")
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of the tasks (as evaluate's), of SINEXC's coalitions and of the random orders")
+    p.add_argument("--same-source-ok", action="store_true",
+                   help="as evaluate's: positives may come from the query's own source recording (ESC-50)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--tasks", type=_task_count_or_list, default=5, metavar="N|I,J,...",
                        help="how many tasks, spread over the draw (default 5), or a comma-separated list of ids")
@@ -120,7 +122,8 @@ def settings_from_args(args: argparse.Namespace):
     else:
         n_tasks = args.tasks
     return ExplainSettings(
-        ways=args.ways, runs=args.runs, seed=args.seed, task_ids=task_ids, n_tasks=n_tasks,
+        ways=args.ways, runs=args.runs, seed=args.seed, same_source_ok=args.same_source_ok, task_ids=task_ids,
+        n_tasks=n_tasks,
         method=MethodConfig(args.method, alpha=args.alpha, beta=args.beta),
         segmenter=SegmenterConfig.defaults(args.method, args.segmenter, scale=args.scale, sigma=args.sigma,
                                            min_size=args.min_size, n_segments=args.n_segments,
@@ -144,7 +147,7 @@ def run_explain(args: argparse.Namespace) -> int:
     version = open_version(args.features)
     source = SplitSource(split=read_split(args.split), path=str(args.split))
     log.info(f"loading {args.checkpoint} (device {args.device}, float32)")
-    embedder, meta = load_embedder(args.checkpoint, args.device, autocast=False)
+    embedder, meta = load_embedder(args.checkpoint, args.device, precision="fp32")
     cascade = randomisation_cascade(embedder, seed=args.seed) if settings.sanity else None
     result = explain_checkpoint(
         embedder, meta, version, source, settings, out_dir=args.out, checkpoint=str(args.checkpoint),

@@ -46,10 +46,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, help="epochs between validations (report: 100)")
     p.add_argument("--eval-tasks", type=int, help="one-shot tasks per validation (report: 300)")
     p.add_argument("--patience", type=int, help="validations without improvement before stopping (report: 10)")
-    p.add_argument("--seed", type=int, help="seed of the weights, the pair sampler and the validation tasks")
+    p.add_argument("--seed", type=int, help="seed of the weights, the batches, the augmentations and the validation tasks")
+    p.add_argument("--max-minutes", type=float, metavar="M",
+                   help="wall-clock budget of the run in minutes, validations included (0: none); with --resume, "
+                        "a larger budget continues a run its budget stopped")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (bf16 autocast on CUDA)")
     p.add_argument("--resident", action="store_true",
                    help="load the training split once into device memory instead of reading each batch")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto/bf16: bf16 autocast on CUDA; fp32: float32 everywhere (CPU: always float32)")
+    p.add_argument("--profile", action="store_true",
+                   help="time each epoch's batch reading and step; the result carries the timings")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (default --out) from its last checkpoint, "
                         "with the checkpoint's settings")
@@ -95,6 +102,8 @@ def train_from_args(args: argparse.Namespace) -> TrainResult:
         run_dir, saved = _resume_args(args)
         model = model_config_from_dict(saved["model_config"])
         train = train_config_from_dict(saved["train_config"])
+        if args.max_minutes is not None:
+            train = dataclasses.replace(train, max_minutes=args.max_minutes)
         features = args.features or saved["features_path"]
         split = args.split or saved["split_path"]
         inputs = open_training_inputs(features, split, expect_version_id=saved["feature_version_id"],
@@ -105,9 +114,12 @@ def train_from_args(args: argparse.Namespace) -> TrainResult:
             raise TrainingError(f"train: expected {', '.join(missing)} (or --resume RUN_DIR).")
         run_dir = args.out
         model, train = configs_from_args(args)
+        if args.max_minutes is not None:
+            train = dataclasses.replace(train, max_minutes=args.max_minutes)
         inputs = open_training_inputs(args.features, args.split)
     return fit(run_data_from_inputs(inputs), model, train, run_dir, device=args.device, resident=args.resident,
-               resume=args.resume is not None, progress=not args.no_progress)
+               resume=args.resume is not None, progress=not args.no_progress, precision=args.precision,
+               profile=args.profile)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -119,6 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
         "best_val_n_tasks": best.val_n_tasks if best else 0,
         "best_val_ci95": [best.val_ci95_low, best.val_ci95_high] if best else None,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped": result.stopped,
+        "elapsed_s": round(result.elapsed_s, 1), "max_minutes": result.max_minutes, "timing": result.timing,
         "run_dir": str(result.run_dir), "last_checkpoint": str(result.run_dir / "last.pt"),
         "metrics": str(result.run_dir / "metrics.csv"), "curves": str(result.run_dir / "curves.png"),
     }
@@ -126,6 +139,6 @@ def run_train(args: argparse.Namespace) -> int:
     emit(summary, args.json,
          f"best validation accuracy {result.best_val_accuracy:.3f} (95% Wilson CI {ci[0]:.3f}-{ci[1]:.3f}, "
          f"{summary['best_val_n_tasks']} tasks) at epoch {result.best_epoch} "
-         f"({result.epochs_run} epochs, stopped by {result.stopped}); best weights: {result.best_checkpoint}")
+         f"({result.epochs_run} epochs in {result.elapsed_s / 60:.1f} min, stopped by {result.stopped}); "
+         f"best weights: {result.best_checkpoint}")
     return 0
-
