@@ -74,6 +74,8 @@ def test_files_json_line_and_task_ids_match_evaluate(demo, tmp_path, capsys):
     assert record["feature_version_id"] == open_version(demo["features"]).version_id
     assert record["split_id"] and record["settings"]["fill"] == "floor" and "rho" in record["settings"]["relevance"]
     assert set(record["library_versions"]) >= {"numpy", "scikit-image", "librosa", "siamese-audio"}
+    assert record["settings"]["same_source_ok"] is False and record["positives"]["sources_known"] is False
+    assert record["seen_by_checkpoint"] == {} and record["tasks"][0]["positive_same_recording"] is None
     for name in ("faithfulness.csv", "faithfulness.png", "tasks/task_00002.npz", "tasks/task_00002.png",
                  "tasks/task_00002_overlay.png", "tasks/task_00009_overlay.png", "audio/task_00002/query.wav",
                  "audio/task_00002/support0_top3.wav"):

@@ -150,6 +150,7 @@ def test_oracle_region_is_found_and_faithfulness_beats_random():
     random_aopc = aopc(faith.deletion_random)
     assert m["aopc_rho"] > np.percentile(random_aopc, 95)
     assert m["aopc_reverse"] < random_aopc.mean()
+    assert m["aopc_u"] == pytest.approx(m["aopc_rho"])  # equal-sized segments: dividing by |R_i| changes no rank
     assert m["win_rate"] > 0.95 and m["delta_area"] > 0
 
 
@@ -165,7 +166,7 @@ def test_a_model_that_ignores_its_support_gives_aopc_zero():
     for r in rows:
         m = r.measures()
         assert m["aopc_rho"] == m["aopc_reverse"] == m["aopc_random_mean"] == 0.0
-        assert m["delta_aopc"] == 0.0 and m["win_rate"] == 0.5
+        assert m["delta_aopc"] == 0.0 and m["win_rate"] == 0.5 and m["aopc_u"] == 0.0
     # Ties go to the first column: the positive support (column 1) never wins, so the "flip" is at 0.
     assert rows[1].flip_rho == 0.0 and np.isnan(rows[0].flip_rho)
 

@@ -12,8 +12,11 @@ are ordered among themselves, and against ties, by a seeded permutation). With
   (trapezoid over the fraction ``k/N`` in [0, 1]; higher is better).
 
 The same curves are measured for ``R`` random segment orders (default 5, pixels
-within a segment by the same tie permutation) and for the reverse order (least
-relevant first). Per support: ``delta_aopc`` and ``delta_area`` against the mean
+within a segment by the same tie permutation), for the reverse order (least
+relevant first) and, as a reference, for the order of ``u_i`` alone (the
+similarity with the segment alone kept, not divided by its size: ``rho_i |R_i|``).
+The per-pixel division makes ``rho`` rank segments that change little by their
+size; the ``u`` order shows what the same perturbations rank without it. Per support: ``delta_aopc`` and ``delta_area`` against the mean
 of the random orders, and the win rate, the share of random orders whose AOPC is
 below the ``rho`` order's (ties count one half).
 
@@ -27,7 +30,7 @@ bootstrap interval over the explained supports.
 
 Every perturbation of a task's explained supports goes through one batched
 queue (:func:`~evaluation.explain.engine.score_queue`):
-``2 * (N + 1) * (R + 2)`` embeddings per explained support.
+``2 * (N + 1) * (R + 3)`` embeddings per explained support.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ from siamese_audio.evaluation.explain.methods import SupportExplanation
 from siamese_audio.evaluation.explain.perturb import RankMasks
 
 SCOPES = ("all", "positive", "none")
+
+#: Orders measured besides the random ones, in this order.
+ORDERS = ("rho", "reverse", "u")
 
 #: Mixed into the seeds of tie permutations and random orders (streams distinct from SINEXC's coalitions).
 TIE_STREAM = 0x7E5
@@ -117,12 +123,12 @@ def step_counts(n_pixels: int, steps: int) -> np.ndarray:
 
 
 def orders_of(explanation: SupportExplanation, *, n_random: int, seed: int, task: int, column: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel ranks of the rho order, the reverse order and ``n_random`` random segment orders.
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel ranks of the rho order, the reverse order, the ``u`` order and ``n_random`` random segment orders.
 
     Returns
     -------
-    rho, reverse : np.ndarray [shape=(H, W)]
+    rho, reverse, u : np.ndarray [shape=(H, W)]
     random : np.ndarray [shape=(R, H, W)]
     """
     labels = explanation.labels
@@ -130,7 +136,8 @@ def orders_of(explanation: SupportExplanation, *, n_random: int, seed: int, task
     rho = explanation.rho
     orders_rng = _rng(seed, task, column, ORDER_STREAM)
     random = np.stack([pixel_rank(labels, orders_rng.permutation(rho.size), tie) for _ in range(n_random)])
-    return pixel_rank(labels, -rho, tie), pixel_rank(labels, rho, tie), random
+    return (pixel_rank(labels, -rho, tie), pixel_rank(labels, rho, tie), pixel_rank(labels, -explanation.u, tie),
+            random)
 
 
 def aopc(deletion: np.ndarray) -> np.ndarray:
@@ -167,6 +174,7 @@ class SupportFaithfulness:
 
     Curves have ``N + 1`` points (``k = 0..N``); the random ones ``(R, N + 1)``.
     ``flip_*`` are NaN for a support that is not the task's positive one.
+    ``*_u``: the reference order by ``u_i`` (the segment alone, not per pixel).
     """
 
     task: int
@@ -178,9 +186,12 @@ class SupportFaithfulness:
     insertion_rho: np.ndarray
     insertion_reverse: np.ndarray
     insertion_random: np.ndarray
+    deletion_u: np.ndarray
+    insertion_u: np.ndarray
     flip_rho: float
     flip_reverse: float
     flip_random: np.ndarray
+    flip_u: float
 
     @property
     def fractions(self) -> np.ndarray:
@@ -205,6 +216,8 @@ class SupportFaithfulness:
             "flip_rho": self.flip_rho, "flip_reverse": self.flip_reverse,
             "flip_random_mean": float(flips.mean()) if flips.size else float("nan"),
             "flip_random_never": int(np.isnan(self.flip_random).sum()) if self.positive else 0,
+            "aopc_u": float(aopc(self.deletion_u)), "area_u": float(insertion_area(self.insertion_u)),
+            "flip_u": self.flip_u,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,7 +228,8 @@ class SupportFaithfulness:
                            "deletion_random": self.deletion_random.tolist(),
                            "insertion_rho": self.insertion_rho.tolist(),
                            "insertion_reverse": self.insertion_reverse.tolist(),
-                           "insertion_random": self.insertion_random.tolist()}}
+                           "insertion_random": self.insertion_random.tolist(),
+                           "deletion_u": self.deletion_u.tolist(), "insertion_u": self.insertion_u.tolist()}}
 
 
 def measure_faithfulness(
@@ -246,15 +260,15 @@ def measure_faithfulness(
     n = config.steps
     jobs: list[Job] = []
     for c in columns:
-        rho_rank, rev_rank, rand_ranks = orders_of(explanations[c], n_random=config.random_orders, seed=seed,
-                                                   task=task, column=c)
+        rho_rank, rev_rank, u_rank, rand_ranks = orders_of(explanations[c], n_random=config.random_orders,
+                                                           seed=seed, task=task, column=c)
         counts = step_counts(explanations[c].labels.size, n)
-        for rank in (rho_rank, rev_rank, *rand_ranks):
+        for rank in (rho_rank, rev_rank, u_rank, *rand_ranks):
             jobs.append(Job(c, RankMasks(rank=rank, counts=counts, insert=False)))
             jobs.append(Job(c, RankMasks(rank=rank, counts=counts, insert=True)))
     fills = [e.fill for e in explanations]
     curves = score_queue(embedder, query_embedding, supports, fills, jobs, batch_size=batch_size)
-    per = 2 * (config.random_orders + 2)
+    per = 2 * (config.random_orders + len(ORDERS))
     out = []
     for i, c in enumerate(columns):
         mine = curves[i * per:(i + 1) * per]
@@ -266,10 +280,11 @@ def measure_faithfulness(
 
         out.append(SupportFaithfulness(
             task=task, column=int(c), positive=bool(is_pos),
-            deletion_rho=deletion[0], deletion_reverse=deletion[1], deletion_random=np.stack(deletion[2:]),
-            insertion_rho=insertion[0], insertion_reverse=insertion[1], insertion_random=np.stack(insertion[2:]),
+            deletion_rho=deletion[0], deletion_reverse=deletion[1], deletion_random=np.stack(deletion[3:]),
+            insertion_rho=insertion[0], insertion_reverse=insertion[1], insertion_random=np.stack(insertion[3:]),
+            deletion_u=deletion[2], insertion_u=insertion[2],
             flip_rho=flip(deletion[0]), flip_reverse=flip(deletion[1]),
-            flip_random=np.array([flip(d) for d in deletion[2:]], dtype=np.float64),
+            flip_random=np.array([flip(d) for d in deletion[3:]], dtype=np.float64), flip_u=flip(deletion[2]),
         ))
     return out
 
@@ -294,8 +309,8 @@ def bootstrap_mean(values: Sequence[float], *, n_boot: int, seed: int) -> dict[s
 
 #: Measures summarised over tasks, as named in ``faithfulness.csv``.
 SUMMARISED = ("aopc_rho", "aopc_random_mean", "aopc_reverse", "delta_aopc", "area_rho", "area_random_mean",
-              "area_reverse", "delta_area", "win_rate", "win_rate_insertion")
-FLIPS = ("flip_rho", "flip_random_mean", "flip_reverse")
+              "area_reverse", "delta_area", "win_rate", "win_rate_insertion", "aopc_u", "area_u")
+FLIPS = ("flip_rho", "flip_random_mean", "flip_reverse", "flip_u")
 
 
 def summarize_faithfulness(rows: Sequence[SupportFaithfulness], *, n_boot: int, seed: int) -> dict[str, Any]:

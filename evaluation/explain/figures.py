@@ -124,7 +124,7 @@ def plot_overlay(path: Path, supports: np.ndarray, explanations: Sequence[Suppor
     width = 7.5
     height = len(columns) * min(3.2, width / aspect * 0.8) + 0.9
     fig, axes = plt.subplots(len(columns), 1, figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=0.1, right=0.8, bottom=0.5 / height, top=1 - 0.6 / height, hspace=0.5)
+    fig.subplots_adjust(left=0.1, right=0.8, bottom=0.5 / height, top=1 - 0.85 / height, hspace=0.5)
     low, high = _relevance_limits([explanations[c] for c in columns])
     duration = config.n_samples / config.sample_rate
     extent = (0.0, duration, 0.0, config.n_mels)
@@ -153,7 +153,10 @@ def plot_overlay(path: Path, supports: np.ndarray, explanations: Sequence[Suppor
 
 
 def plot_faithfulness(path: Path, rows: Sequence[SupportFaithfulness], *, title: str = "") -> Path:
-    """Mean deletion and insertion curves over explained supports: rho order vs random vs reverse."""
+    """Mean deletion and insertion curves over explained supports: rho order vs random vs reverse.
+
+    A dotted reference line orders segments by ``u_i`` alone (``rho_i |R_i|``, not per pixel).
+    """
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.2))
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.86, wspace=0.22)
@@ -174,6 +177,9 @@ def plot_faithfulness(path: Path, rows: Sequence[SupportFaithfulness], *, title:
         ax.fill_between(x, rand_mean - rand_sd, rand_mean + rand_sd, color="grey", alpha=0.25)
         ax.plot(x, rev.mean(axis=0), "--", color="tab:blue",
                 label=f"reverse (least relevant first), {label} {float(score(rev).mean()):.3g}")
+        alone = np.stack([getattr(r, f"{kind}_u") for r in rows]).astype(np.float64)
+        ax.plot(x, alone.mean(axis=0), ":", color="black",
+                label=f"reference: by u (segment alone, not per pixel), {label} {float(score(alone).mean()):.3g}")
         ax.set_xlabel("fraction of pixels " + ("filled (deleted)" if kind == "deletion" else "kept (inserted)"))
         ax.set_ylabel("similarity to the query (mean over supports)")
         ax.set_title(f"{kind} curves", fontsize=10)

@@ -8,7 +8,7 @@ Layout of ``OUT``::
                                sanity check; sonification round trips. Written last: its presence means
                                the run is complete.
     faithfulness.csv           one row per explained support (AOPC, insertion area, win rate, flips)
-    faithfulness.png           mean deletion / insertion curves: rho order vs random vs reverse
+    faithfulness.png           mean deletion / insertion curves: rho order vs random vs reverse (and u alone)
     tasks/task_NNNNN.npz       labels int16 (C, n_mels, n_frames), heatmaps float32 (rho per pixel), v, fills
     tasks/task_NNNNN.png       the authors' layout: query; the C heatmaps; the supports with their similarity
     tasks/task_NNNNN_overlay.png  log-mel, relevance at partial opacity, segment borders, top-k outlined
@@ -99,7 +99,8 @@ def faithfulness_frame(rows: Sequence[SupportFaithfulness]):
 
     columns = ["task", "column", "positive", "aopc_rho", "aopc_random_mean", "aopc_random_sd", "aopc_reverse",
                "delta_aopc", "area_rho", "area_random_mean", "area_reverse", "delta_area", "win_rate",
-               "win_rate_insertion", "flip_rho", "flip_random_mean", "flip_reverse", "flip_random_never"]
+               "win_rate_insertion", "flip_rho", "flip_random_mean", "flip_reverse", "flip_random_never",
+               "aopc_u", "area_u", "flip_u"]
     records = [{"task": r.task, "column": r.column, "positive": r.positive, **r.measures()} for r in rows]
     return pd.DataFrame(records, columns=columns)
 

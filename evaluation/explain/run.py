@@ -379,7 +379,7 @@ def _summary(record: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     if faith:
         summary["faithfulness"] = {k: faith[k] for k in ("n_supports", "aopc_rho", "aopc_random_mean", "aopc_reverse",
                                                          "delta_aopc", "delta_area", "win_rate", "flip_rho",
-                                                         "flip_random_mean", "flip_reverse")}
+                                                         "flip_random_mean", "flip_reverse", "aopc_u", "flip_u")}
     if record["sanity"]:
         summary["sanity"] = [{k: s[k] for k in ("randomised_down_to", "spearman_mean", "n_flagged", "n")}
                              for s in record["sanity"]["stages"]]

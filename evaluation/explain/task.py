@@ -10,6 +10,7 @@ import numpy as np
 from siamese_audio.errors import EvaluationError
 from siamese_audio.evaluation.embedder import Embedder
 from siamese_audio.evaluation.explain.faithfulness import (
+    ORDERS,
     FaithfulnessConfig,
     SupportFaithfulness,
     measure_faithfulness,
@@ -106,7 +107,7 @@ def explain_task(
     faith = measure_faithfulness(
         embedder, inputs.query_embedding, supports, inputs.v, explanations, columns, positive=inputs.positive,
         task=inputs.task, seed=seed, config=faithfulness, batch_size=batch_size) if columns else []
-    n_faith = len(columns) * 2 * (faithfulness.steps + 1) * (faithfulness.random_orders + 2)
+    n_faith = len(columns) * 2 * (faithfulness.steps + 1) * (faithfulness.random_orders + len(ORDERS))
     embeddings = sum(e.n_perturbations for e in explanations) + n_faith
     return TaskExplanation(inputs=inputs, explanations=tuple(explanations), faithfulness=tuple(faith),
                            embeddings=int(embeddings), seconds=time.perf_counter() - t0)

@@ -180,6 +180,8 @@ def _text(s: dict[str, Any]) -> str:
             f"win rate {_fmt(faith['win_rate'], 2)}",
             f"  decision flip at {_fmt(faith['flip_rho'], 2)} of pixels by rho, random "
             f"{_fmt(faith['flip_random_mean'], 2)}, reverse {_fmt(faith['flip_reverse'], 2)}",
+            f"  reference, segments by u alone (not per pixel): AOPC {_fmt(faith['aopc_u'])}, "
+            f"flip at {_fmt(faith['flip_u'], 2)}",
         ]
     for stage in s.get("sanity", []):
         mean = stage["spearman_mean"]
