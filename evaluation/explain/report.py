@@ -18,7 +18,7 @@ Layout of ``OUT``::
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,9 @@ import numpy as np
 from siamese_audio.evaluation.explain.faithfulness import SupportFaithfulness
 from siamese_audio.evaluation.explain.figures import band_centres_hz, frame_seconds
 from siamese_audio.evaluation.explain.methods import SupportExplanation
+from siamese_audio.evaluation.explain.sanity import spearman
+from siamese_audio.evaluation.explain.task import TaskExplanation
+from siamese_audio.evaluation.tasks import OneShotTasks
 from siamese_audio.features.config import FeatureConfig
 from siamese_audio.files import write_atomic, write_text_atomic
 
@@ -108,3 +111,68 @@ def faithfulness_frame(rows: Sequence[SupportFaithfulness]):
 def write_faithfulness_csv(path: Path, rows: Sequence[SupportFaithfulness]) -> Path:
     write_text_atomic(path, faithfulness_frame(rows).to_csv(index=False))
     return Path(path)
+
+
+def task_record(result: TaskExplanation, tasks: OneShotTasks, t: int, clip_ids: Mapping[int, str],
+                config: FeatureConfig) -> dict[str, Any]:
+    """The explain.json entry of task ``t``: clips, classes, decision, per-support and per-segment scores."""
+    inputs = result.inputs
+    classes = tasks.pool.classes
+    q_row = int(tasks.query_rows()[t])
+    s_rows = tasks.support_rows()[t]
+    supports = []
+    for c, e in enumerate(result.explanations):
+        supports.append({
+            "column": c, "row": int(s_rows[c]), "clip_id": clip_ids.get(int(s_rows[c])),
+            "class": classes[int(tasks.support_class[t, c])], "positive": c == inputs.positive,
+            "v": e.v, "u_empty": e.u_empty, "fill_db": e.fill, "n_segments": e.n_segments,
+            "n_perturbations": e.n_perturbations,
+            # How much of the ranking is segment size: h is divided by |R_i|, so segments that change
+            # little rank by size alone (sign: that of v - u_empty).
+            "rho_size_spearman": spearman(e.rho, e.sizes), "segments": segment_table(e, config),
+        })
+    return {
+        "task": t, "query": {"row": q_row, "clip_id": clip_ids.get(q_row), "class": classes[int(tasks.query_class[t])]},
+        "positive": inputs.positive, "chosen": inputs.chosen, "correct": inputs.chosen == inputs.positive,
+        "positive_same_recording": (None if tasks.pool.sources is None else bool(
+            tasks.pool.sources[tasks.query[t]] == tasks.pool.sources[tasks.support[t, inputs.positive]])),
+        "supports": supports, "faithfulness": [f.to_dict() for f in result.faithfulness],
+        "embeddings": result.embeddings, "seconds": round(result.seconds, 3),
+    }
+
+
+def _finite_mean(values: list[float]) -> float | None:
+    array = np.asarray(values, dtype=np.float64)
+    array = array[np.isfinite(array)]
+    return float(array.mean()) if array.size else None
+
+
+def run_summary(record: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """The ``--json`` line: where the files are and the headline numbers."""
+    tasks = record["tasks"]
+    faith = record["faithfulness"]
+    summary: dict[str, Any] = {
+        "out_dir": str(out_dir), "explain_json": str(out_dir / EXPLAIN_JSON),
+        "feature_version_id": record["feature_version_id"], "split_id": record["split_id"],
+        "subset": record["subset"], "method": record["settings"]["method"], "ways": record["settings"]["ways"],
+        "runs": record["settings"]["runs"], "seed": record["settings"]["seed"], "task_ids": record["task_ids"],
+        "n_tasks_drawn": record["n_tasks_drawn"], "correct": [t["correct"] for t in tasks],
+        "rho_size_abs_spearman_mean": _finite_mean([abs(s["rho_size_spearman"]) for t in tasks
+                                                    for s in t["supports"] if s["rho_size_spearman"] is not None]),
+        "embeddings": record["cost"]["embeddings"], "seconds": record["cost"]["seconds"],
+        "figures": sorted([t["files"]["figure"] for t in tasks] + [t["files"]["overlay"] for t in tasks]
+                          + ([FAITHFULNESS_PNG] if faith else [])),
+        "wavs": sum(len(t.get("sonification", [])) for t in tasks), "notes": record["notes"],
+    }
+    if faith:
+        summary["faithfulness"] = {k: faith[k] for k in ("n_supports", "aopc_rho", "aopc_random_mean", "aopc_reverse",
+                                                         "delta_aopc", "delta_area", "win_rate", "flip_rho",
+                                                         "flip_random_mean", "flip_reverse", "aopc_u", "flip_u")}
+    if record["sanity"]:
+        summary["sanity"] = [{k: s[k] for k in ("randomised_down_to", "spearman_mean", "n_flagged", "n")}
+                             for s in record["sanity"]["stages"]]
+    sonified = [s for t in tasks for s in t.get("sonification", [])]
+    if sonified:
+        summary["round_trip_median_db"] = float(np.median([s["round_trip"]["median_db"] for s in sonified
+                                                           if s["kind"] != "top_k"]))
+    return summary

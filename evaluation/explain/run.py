@@ -40,12 +40,13 @@ from siamese_audio.evaluation.explain.report import (
     FORMAT,
     RELEVANCE_NOTE,
     finite_or_none,
-    segment_table,
+    run_summary,
+    task_record,
     task_stem,
     write_faithfulness_csv,
     write_task_arrays,
 )
-from siamese_audio.evaluation.explain.sanity import SanityTask, run_sanity, sinex_on, spearman, summarize_sanity
+from siamese_audio.evaluation.explain.sanity import SanityTask, run_sanity, sinex_on, summarize_sanity
 from siamese_audio.evaluation.explain.segments import SegmenterConfig
 from siamese_audio.evaluation.explain.task import TaskExplanation, TaskInputs, explain_task, faithfulness_columns
 from siamese_audio.evaluation.reevaluate import (
@@ -163,33 +164,6 @@ def _clip_ids(version: VersionLike) -> dict[int, str]:
     return dict(zip(stored["row"].astype(int).tolist(), stored["clip_id"].astype(str).tolist()))
 
 
-def _task_record(result: TaskExplanation, tasks: OneShotTasks, t: int, clip_ids: Mapping[int, str],
-                 config: FeatureConfig) -> dict[str, Any]:
-    inputs = result.inputs
-    classes = tasks.pool.classes
-    q_row = int(tasks.query_rows()[t])
-    s_rows = tasks.support_rows()[t]
-    supports = []
-    for c, e in enumerate(result.explanations):
-        supports.append({
-            "column": c, "row": int(s_rows[c]), "clip_id": clip_ids.get(int(s_rows[c])),
-            "class": classes[int(tasks.support_class[t, c])], "positive": c == inputs.positive,
-            "v": e.v, "u_empty": e.u_empty, "fill_db": e.fill, "n_segments": e.n_segments,
-            "n_perturbations": e.n_perturbations,
-            # How much of the ranking is segment size: h is divided by |R_i|, so segments that change
-            # little rank by size alone (sign: that of v - u_empty).
-            "rho_size_spearman": spearman(e.rho, e.sizes), "segments": segment_table(e, config),
-        })
-    return {
-        "task": t, "query": {"row": q_row, "clip_id": clip_ids.get(q_row), "class": classes[int(tasks.query_class[t])]},
-        "positive": inputs.positive, "chosen": inputs.chosen, "correct": inputs.chosen == inputs.positive,
-        "positive_same_recording": (None if tasks.pool.sources is None else bool(
-            tasks.pool.sources[tasks.query[t]] == tasks.pool.sources[tasks.support[t, inputs.positive]])),
-        "supports": supports, "faithfulness": [f.to_dict() for f in result.faithfulness],
-        "embeddings": result.embeddings, "seconds": round(result.seconds, 3),
-    }
-
-
 def explain_checkpoint(
     embedder: Embedder,
     meta: Mapping[str, Any],
@@ -275,7 +249,7 @@ def explain_checkpoint(
         result = explain_task(embedder, inputs, method=settings.method, segmenter=settings.segmenter,
                               fill=settings.fill, top_db=config.top_db, faithfulness=settings.faithfulness,
                               seed=settings.seed, batch_size=settings.batch_size)
-        record = _task_record(result, tasks, t, clip_ids, config)
+        record = task_record(result, tasks, t, clip_ids, config)
         record["files"] = _write_task_files(out_dir, result, tasks, t, settings, config)
         if settings.sonify and (settings.sonify_tasks is None or sonified < settings.sonify_tasks):
             from siamese_audio.evaluation.explain.sonify import sonify_task
@@ -320,7 +294,7 @@ def explain_checkpoint(
     }
     record = finite_or_none(record)
     write_json_atomic(out_dir / EXPLAIN_JSON, record)
-    return ExplainResult(out_dir=out_dir, summary=finite_or_none(_summary(record, out_dir)), record=record)
+    return ExplainResult(out_dir=out_dir, summary=finite_or_none(run_summary(record, out_dir)), record=record)
 
 
 def _write_task_files(out_dir: Path, result: TaskExplanation, tasks: OneShotTasks, t: int,
@@ -351,40 +325,3 @@ def _sanity_task(embedder: Embedder, result: TaskExplanation, settings: ExplainS
     trained = sinex_on(embedder, task, batch_size=settings.batch_size)
     return SanityTask(task=task.task, query=task.query, supports=task.supports, columns=columns, labels=task.labels,
                       fills=task.fills, trained_h=tuple(e.h for e in trained))
-
-
-def _finite_mean(values: list[float]) -> float | None:
-    array = np.asarray(values, dtype=np.float64)
-    array = array[np.isfinite(array)]
-    return float(array.mean()) if array.size else None
-
-
-def _summary(record: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """The ``--json`` line: where the files are and the headline numbers."""
-    tasks = record["tasks"]
-    faith = record["faithfulness"]
-    summary: dict[str, Any] = {
-        "out_dir": str(out_dir), "explain_json": str(out_dir / EXPLAIN_JSON),
-        "feature_version_id": record["feature_version_id"], "split_id": record["split_id"],
-        "subset": record["subset"], "method": record["settings"]["method"], "ways": record["settings"]["ways"],
-        "runs": record["settings"]["runs"], "seed": record["settings"]["seed"], "task_ids": record["task_ids"],
-        "n_tasks_drawn": record["n_tasks_drawn"], "correct": [t["correct"] for t in tasks],
-        "rho_size_abs_spearman_mean": _finite_mean([abs(s["rho_size_spearman"]) for t in tasks
-                                                    for s in t["supports"] if s["rho_size_spearman"] is not None]),
-        "embeddings": record["cost"]["embeddings"], "seconds": record["cost"]["seconds"],
-        "figures": sorted([t["files"]["figure"] for t in tasks] + [t["files"]["overlay"] for t in tasks]
-                          + ([FAITHFULNESS_PNG] if faith else [])),
-        "wavs": sum(len(t.get("sonification", [])) for t in tasks), "notes": record["notes"],
-    }
-    if faith:
-        summary["faithfulness"] = {k: faith[k] for k in ("n_supports", "aopc_rho", "aopc_random_mean", "aopc_reverse",
-                                                         "delta_aopc", "delta_area", "win_rate", "flip_rho",
-                                                         "flip_random_mean", "flip_reverse", "aopc_u", "flip_u")}
-    if record["sanity"]:
-        summary["sanity"] = [{k: s[k] for k in ("randomised_down_to", "spearman_mean", "n_flagged", "n")}
-                             for s in record["sanity"]["stages"]]
-    sonified = [s for t in tasks for s in t.get("sonification", [])]
-    if sonified:
-        summary["round_trip_median_db"] = float(np.median([s["round_trip"]["median_db"] for s in sonified
-                                                           if s["kind"] != "top_k"]))
-    return summary
