@@ -319,7 +319,9 @@ def checkpoint_meta(payload: dict[str, Any]) -> dict[str, Any]:
     return {key: payload[key] for key in (*META_KEYS, *OPTIONAL_META_KEYS) if key in payload}
 
 
-def load_embedder(checkpoint_path: str | Path, device: str | torch.device = "auto") -> tuple[TorchEmbedder, dict]:
+def load_embedder(
+    checkpoint_path: str | Path, device: str | torch.device = "auto", *, precision: str = "auto"
+) -> tuple[TorchEmbedder, dict]:
     """Load a checkpoint as an evaluation ``Embedder``.
 
     Parameters
@@ -328,6 +330,9 @@ def load_embedder(checkpoint_path: str | Path, device: str | torch.device = "aut
         ``best.pt`` or ``last.pt`` of a run (or a run directory: its ``best.pt``).
     device : str or torch.device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    precision : str
+        :class:`TorchEmbedder`'s: ``"auto"`` (bf16 autocast on CUDA, evaluation) or
+        ``"fp32"`` (explanations, whose perturbed scores differ by 1e-3..1e-2).
 
     Returns
     -------
@@ -344,5 +349,5 @@ def load_embedder(checkpoint_path: str | Path, device: str | torch.device = "aut
     model = model_from_checkpoint(payload, torch_device)
     train_config = train_config_from_dict(payload["train_config"])
     embedder = TorchEmbedder(model, torch_device, batch_size=train_config.eval_batch_size,
-                             similarity_kind=similarity_kind(train_config.loss))
+                             similarity_kind=similarity_kind(train_config.loss), precision=precision)
     return embedder, checkpoint_meta(payload)

@@ -13,6 +13,8 @@ bf16 logit keeps 8 bits of mantissa and would tie close scores again.
 from __future__ import annotations
 
 import contextlib
+import copy
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -132,3 +134,60 @@ class TorchEmbedder:
             raise TrainingError(f"This network (head {head!r}, scores {self.similarity_kind!r}) has no probability "
                                 f"head; use similarity() to rank pairs.")
         return torch.sigmoid(self._head(a, b)).cpu().numpy().astype(np.float32, copy=False)
+
+
+def parametrised_layers(model: SiameseNet) -> list[tuple[str, torch.nn.Module]]:
+    """Modules holding their own parameters, from the top of the network down.
+
+    The order is the order in which a forward pass (embedding two clips, then
+    scoring the pair) calls them, reversed: the head first, then the encoder's
+    layers from the last applied to the first (registration order can differ:
+    a projection registered after the convolutions runs after them). Modules a
+    forward pass never calls (a head the similarity does not use) come first.
+    """
+    named = [(name, module) for name, module in model.named_modules()
+             if name and any(True for _ in module.parameters(recurse=False))]
+    called: list[str] = []
+    handles = [module.register_forward_hook(lambda *_, name=name: called.append(name)) for name, module in named]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            embedded = model.embed(torch.zeros((2, *model.encoder.input_shape), device=device))
+            model.logits(embedded[:1], embedded[1:])
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    order = list(dict.fromkeys(called))[::-1]
+    modules = dict(named)
+    return [(name, modules[name]) for name, _ in named if name not in order] + [(name, modules[name]) for name in order]
+
+
+def randomisation_cascade(embedder: TorchEmbedder, *, seed: int) -> Iterator[tuple[str, TorchEmbedder]]:
+    """Model-parameter randomisation (Adebayo et al., 2018): a copy re-initialised from the top down.
+
+    Yields ``(name, embedder)`` once per parametrised layer
+    (:func:`parametrised_layers`): first with the head re-initialised, then also
+    the layer below it, and so on to the first layer. Layers are re-initialised
+    with their own ``reset_parameters`` (PyTorch's default init; a batch norm's
+    also resets its running statistics) under a generator seeded by ``seed``.
+    The input standardisation (buffers of the network itself, not a layer) is
+    kept. One copy of the model is randomised further at each step, so use each
+    stage before drawing the next.
+    """
+    model = copy.deepcopy(embedder.model)
+    device = torch.device(embedder.device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    for index, (name, module) in enumerate(parametrised_layers(model)):
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(seed) * 1000 + index)
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            else:
+                with torch.no_grad():
+                    for param in module.parameters(recurse=False):
+                        param.normal_(0.0, 0.02)
+        yield name, TorchEmbedder(model, embedder.device, batch_size=embedder.batch_size,
+                                  similarity_kind=embedder.similarity_kind, precision=embedder.precision)

@@ -26,7 +26,8 @@ from siamese_audio.logs import configure
 # Modules that register their own subcommands with add_parser(subparsers), in help order.
 SUBCOMMAND_MODULES = (
     "siamese_audio.cli.build", "siamese_audio.cli.splits", "siamese_audio.cli.download",
-    "siamese_audio.cli.train", "siamese_audio.cli.evaluate", "siamese_audio.cli.demo",
+    "siamese_audio.cli.train", "siamese_audio.cli.evaluate", "siamese_audio.cli.explain",
+    "siamese_audio.cli.demo",
 )
 
 
