@@ -72,6 +72,20 @@ def test_evaluate_refuses_a_shard_altered_in_place(v, capsys, damage):
     assert not v.out.exists() or not any(v.out.rglob("report.json"))
 
 
+def explain(capsys, v) -> tuple[int, str, str]:
+    return cli(capsys, "explain", str(v.checkpoint), "--features", str(v.path), "--split", str(v.split_path),
+               "--ways", "3", "--runs", "4", "--tasks", "1", "--min-size", "40", "--no-sonify", "--faithfulness",
+               "none", "--device", "cpu", "--no-progress", "--out", str(v.out))
+
+
+def test_explain_refuses_a_shard_altered_in_place(v, capsys):
+    code, _, err = explain(capsys, v)
+    assert code == 0, err
+    flip(store.shard_path(v.path, TEST_SHARD), 300, 0x10)
+    code, out, err = explain(capsys, v)
+    assert code == 2 and f"logmel/c/{TEST_SHARD}/0/0: content changed" in one_line_error(err, "explain")
+
+
 def test_reader_checks_each_shard_when_first_read(v):
     intact = open_version(v.path).read(np.arange(40))
     flip(store.shard_path(v.path, 1), 100)
@@ -97,6 +111,8 @@ def test_every_reader_refuses_a_catalog_altered_in_place(v, capsys):
     code, _, err = cli(capsys, "train", "--features", str(v.path), "--split", str(v.split_path), "--out",
                        str(v.out.parent / "run2"), "--preset", "tiny", "--no-progress")
     assert code == 2 and "catalog.parquet" in one_line_error(err, "train")
+    code, _, err = explain(capsys, v)
+    assert code == 2 and "catalog.parquet: content changed" in one_line_error(err, "explain")
 
 
 def test_a_file_the_seal_does_not_list_is_refused(v):
