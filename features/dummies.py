@@ -27,6 +27,7 @@ def make_synthetic_version(
     separation: float = 3.0,
     clips_per_shard: int = 8,
     sources: Mapping[str, Sequence[str]] | None = None,
+    codec: str = "none",
 ) -> Path:
     """Write a sealed feature version whose classes are separable.
 
@@ -43,6 +44,8 @@ def make_synthetic_version(
     sources : mapping of str to sequence of str, optional
         Source recording of each clip of each class (ESC-50's ``src_file``
         column); without it the catalog has no such column (as AudioMNIST's).
+    codec : str
+        The store layout's codec (``"none"``: shards hold raw float32).
 
     Returns
     -------
@@ -79,13 +82,15 @@ def make_synthetic_version(
                  "shape": list(shape), "seed": seed, "separation": separation}
     if sources is not None:
         described["sources"] = {c: [str(name) for name in sources[c]] for c in classes}
+    if codec != "none":
+        described["codec"] = codec
     desc = json.dumps(described)
     version_id = "syn" + hashlib.blake2b(desc.encode(), digest_size=8).hexdigest()
     path = Path(store_root) / dataset / version_id
     if store.is_sealed(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    layout = store.StoreLayout(clips_per_shard=clips_per_shard, codec="none")
+    layout = store.StoreLayout(clips_per_shard=clips_per_shard, codec=codec)
     attrs = {"version_id": version_id, "dataset": dataset, "feature_config": config.to_dict(),
              "layout": layout.to_dict(), "seed": seed, "synthetic": True}
     store.create_version(path, n_clips=len(records), config=config, layout=layout,

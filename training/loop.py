@@ -512,9 +512,13 @@ def _resume_state(last_path: Path, described: dict[str, Any], model: SiameseNet,
     remove_stale_temporaries(last_path.parent)
     payload = load_checkpoint(last_path)
     _check_resume(payload, described, last_path)
-    model.load_state_dict(payload["model_state"])
-    optimizer.load_state_dict(payload["optimizer_state"])
-    restore_rng_states(payload["rng_states"], rng)
+    try:
+        model.load_state_dict(payload["model_state"])
+        optimizer.load_state_dict(payload["optimizer_state"])
+        restore_rng_states(payload["rng_states"], rng)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise TrainingError(f"Cannot resume {last_path}: its optimizer or generator state does not fit this run "
+                            f"({type(exc).__name__}: {exc})"[:400]) from None
     stopped = payload["stopped"]
     saved_budget = float(payload["train_config"].get("max_minutes", 0.0))
     if stopped == "max_minutes" and (not config.max_minutes or config.max_minutes > saved_budget):
@@ -538,6 +542,7 @@ def _fresh_state(run_dir: Path, data: RunData, model: SiameseNet, model_config: 
             f"or choose another --out."
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)  # of a first last.pt write that a kill interrupted
     torch.manual_seed(train_config.seed)
     if model_config.input_norm != "none":
         per_band = model_config.input_norm == "per_band"

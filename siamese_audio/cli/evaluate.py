@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from siamese_audio.cli.output import emit
+from siamese_audio.cli.output import check_out_dir, emit
 from siamese_audio.errors import EvaluationError
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.regenerate is not None and args.subset != "test":
         raise EvaluationError("Regenerated splits are evaluated on their test classes; use --subset test "
                               f"with --regenerate (got --subset {args.subset}).")
+    out_dir = check_out_dir(args.out or default_out_dir(args.checkpoint), option="--out", error=EvaluationError)
     settings = EvaluationSettings(ways=args.ways, runs=args.runs, seed=args.seed, batch_size=args.batch_size,
                                   curve=not args.no_curve, baseline=not args.no_baseline,
                                   same_source_ok=args.same_source_ok)
@@ -110,7 +111,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         embedder, meta, version, sources, settings, checkpoint=str(args.checkpoint), subset=args.subset,
         allow_overlap=args.allow_overlap, allow_feature_mismatch=args.allow_feature_mismatch, notes=notes,
     )
-    out_dir = Path(args.out) if args.out else default_out_dir(args.checkpoint)
     write_report(report, out_dir)
     for note in report.notes:
         log.info(f"note: {note}")

@@ -22,7 +22,7 @@ import argparse
 import logging
 from typing import Any
 
-from siamese_audio.cli.output import emit
+from siamese_audio.cli.output import check_out_dir, emit
 from siamese_audio.errors import EvaluationError
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,7 @@ def run_explain(args: argparse.Namespace) -> int:
     from siamese_audio.training.checkpoint import load_embedder
     from siamese_audio.training.embedder import randomisation_cascade
 
+    check_out_dir(args.out, option="--out", error=EvaluationError)
     settings = settings_from_args(args)
     version = open_version(args.features)
     source = SplitSource(split=read_split(args.split), path=str(args.split))
