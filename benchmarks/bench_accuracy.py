@@ -58,15 +58,11 @@ def parse_splits(text: str, classes: list[str], sizes: tuple[int, int, int]) -> 
 
 def t_interval(values: list[float]) -> tuple[float, float, float, float]:
     """Mean, sd and the 95% t-interval of the mean over ``values`` (the splits)."""
-    from scipy import stats
+    from siamese_audio.evaluation.metrics import t_interval as interval
 
     a = np.asarray(values, dtype=float)
-    mean = float(a.mean())
-    if a.size < 2:
-        return mean, 0.0, mean, mean
-    sd = float(a.std(ddof=1))
-    half = float(stats.t.ppf(0.975, a.size - 1)) * sd / math.sqrt(a.size)
-    return mean, sd, mean - half, mean + half
+    low, high = interval(values) or (float(a.mean()), float(a.mean()))
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0, low, high
 
 
 def train_and_evaluate(name: str, split, version, args, out: Path) -> dict:
@@ -95,7 +91,7 @@ def train_and_evaluate(name: str, split, version, args, out: Path) -> dict:
         "process_minutes": round(wall / 60, 2), "epochs": trained.epochs_run, "stopped": trained.stopped,
         "best_epoch": trained.best_epoch, "best_val": best.val_accuracy,
         "best_val_ci95": [best.val_ci95_low, best.val_ci95_high], "best_val_tasks": best.val_n_tasks,
-        "report_notes": list(report.notes),
+        "positives": report.to_dict().get("positives"), "report_notes": list(report.notes),
     }
 
 

@@ -11,19 +11,66 @@ from siamese_audio.errors import EvaluationError
 LABEL_KEYS = ("name",)
 
 
-def check_overlap(
-    evaluating: Iterable[str], training: Iterable[str], *, allow_overlap: bool = False, where: str = ""
-) -> list[str]:
-    """Refuse evaluating classes the checkpoint was trained on.
+#: How an evaluating class was seen by the checkpoint (values of :func:`check_unseen`'s result).
+SEEN_IN_TRAINING = "training"
+SEEN_IN_VALIDATION = "validation"
+
+
+def check_unseen(
+    evaluating: Iterable[str], *, training: Iterable[str], validation: Iterable[str] = (),
+    allow_overlap: bool = False, where: str = "",
+) -> dict[str, str]:
+    """Refuse evaluating classes the checkpoint trained on or was selected on.
+
+    A checkpoint's validation classes chose its best weights: scoring them as
+    a test would report the selection's own numbers as one-shot accuracy.
 
     Parameters
     ----------
-    evaluating, training : iterable of str
-        Class ids.
+    evaluating : iterable of str
+        Class ids to be scored.
+    training, validation : iterable of str
+        The checkpoint's training classes and validation classes.
     allow_overlap : bool
         Return the overlap instead of raising.
     where : str
-        What is evaluated (e.g. ``"split 3fa2... (test)"``), for the message.
+        What is evaluated (e.g. ``"the test classes of split 3fa2..."``), for the message.
+
+    Returns
+    -------
+    dict of str to str
+        Overlapping class -> :data:`SEEN_IN_TRAINING` or :data:`SEEN_IN_VALIDATION`,
+        sorted by class (empty when none).
+
+    Raises
+    ------
+    EvaluationError
+        Overlap and not ``allow_overlap``; the message names the classes and how each was seen.
+    """
+    evaluating = set(map(str, evaluating))
+    seen_training = sorted(evaluating & set(map(str, training)))
+    seen_validation = sorted((evaluating & set(map(str, validation))) - set(seen_training))
+    overlap = {c: SEEN_IN_TRAINING for c in seen_training}
+    overlap.update({c: SEEN_IN_VALIDATION for c in seen_validation})
+    if overlap and not allow_overlap:
+        target = f" {where}" if where else ""
+        parts = []
+        if seen_training:
+            parts.append(f"training classes {seen_training}")
+        if seen_validation:
+            parts.append(f"validation classes {seen_validation} (they selected the checkpoint's best weights)")
+        raise EvaluationError(
+            f"Refusing to evaluate{target}: {len(overlap)} of the evaluating classes were seen by the checkpoint, "
+            f"so the test would not be one-shot: {'; '.join(parts)}. "
+            f"Use a split whose evaluating classes are unseen, or pass --allow-overlap."
+        )
+    return dict(sorted(overlap.items()))
+
+
+def check_overlap(
+    evaluating: Iterable[str], training: Iterable[str], *, allow_overlap: bool = False, where: str = ""
+) -> list[str]:
+    """Refuse evaluating classes the checkpoint was trained on (:func:`check_unseen` without validation classes).
 
     Returns
     -------
@@ -35,15 +82,7 @@ def check_overlap(
     EvaluationError
         Overlap and not ``allow_overlap``; the message names the classes.
     """
-    overlap = sorted(set(map(str, evaluating)) & set(map(str, training)))
-    if overlap and not allow_overlap:
-        target = f" of {where}" if where else ""
-        raise EvaluationError(
-            f"Refusing to evaluate: {len(overlap)} evaluating class(es){target} are among the checkpoint's "
-            f"training classes, so the test would not be one-shot: {overlap}. "
-            f"Use a split whose evaluating classes are unseen, or pass --allow-overlap."
-        )
-    return overlap
+    return list(check_unseen(evaluating, training=training, allow_overlap=allow_overlap, where=where))
 
 
 def feature_config_differences(checkpoint: Mapping[str, Any], version: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:

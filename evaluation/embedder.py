@@ -33,7 +33,12 @@ class Embedder(Protocol):
         ...
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Score pairs of embeddings; higher means more similar.
+        """Score pairs of embeddings; higher means more similar. Tasks are ranked by it.
+
+        Return a score that does not saturate: a network's logit, not its
+        sigmoid (a float32 sigmoid is exactly 1.0 above a logit of about 16.7,
+        which ties supports the network tells apart), or for a distance-trained
+        network minus the distance. Probabilities belong where one is shown.
 
         Parameters
         ----------

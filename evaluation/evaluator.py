@@ -7,7 +7,13 @@ method (one embedding pass and one similarity call per pair); it exists to check
 the cached path and to measure what caching saves (``benchmarks/bench_eval.py``).
 
 Tasks come from :func:`evaluation.tasks.draw_tasks`; see its module for the
-tie-breaking rule (first highest score; supports in random order).
+tie-breaking rule (first highest score; supports in random order) and for the
+rule that draws positives from another recording than the query's.
+
+Scores are ranked as the embedder returns them: a network's head gives its
+logit, which does not saturate (a float32 sigmoid is exactly 1.0 above a logit
+of about 16.7 and would tie). :attr:`OneShotResult.n_tied_top` counts the tasks
+whose top score was tied anyway, where the tie rule, not the scorer, chose.
 """
 
 from __future__ import annotations
@@ -20,8 +26,15 @@ import numpy as np
 
 from siamese_audio.errors import EvaluationError
 from siamese_audio.evaluation.embedder import Embedder
-from siamese_audio.evaluation.metrics import CI_METHOD, choose, confusion_matrix, per_class_counts, wilson_interval
-from siamese_audio.evaluation.tasks import ClipPool, OneShotTasks, draw_tasks, make_pool
+from siamese_audio.evaluation.metrics import (
+    CI_METHOD,
+    choose,
+    confusion_matrix,
+    per_class_counts,
+    tied_top,
+    wilson_interval,
+)
+from siamese_audio.evaluation.tasks import ClipPool, OneShotTasks, evaluation_tasks
 
 #: ``read(rows) -> float32 array [shape=(len(rows), n_mels, n_frames)]``, e.g. ``FeatureVersion.read``.
 ReadFn = Callable[[np.ndarray], np.ndarray]
@@ -52,9 +65,11 @@ class OneShotResult:
     chosen : np.ndarray [shape=(T,), dtype=int64]
         Column of the chosen support of each task.
     scores : np.ndarray [shape=(T, C), dtype=float32]
-        Similarity of the query to each support.
+        Similarity of the query to each support (a network's logit).
     tasks : OneShotTasks
-        The tasks scored (query and support rows, classes, seed).
+        The tasks scored (query and support rows, classes, seed, positive rule).
+    tied : np.ndarray [shape=(T,), dtype=bool]
+        Tasks whose highest score was shared by several supports.
     ci_method : str
     """
 
@@ -69,6 +84,7 @@ class OneShotResult:
     chosen: np.ndarray
     scores: np.ndarray
     tasks: OneShotTasks
+    tied: np.ndarray
     ci_method: str = CI_METHOD
 
     @property
@@ -82,6 +98,15 @@ class OneShotResult:
     @property
     def seed(self) -> int:
         return self.tasks.seed
+
+    @property
+    def n_tied_top(self) -> int:
+        """Tasks whose top score was tied (chosen by the tie rule)."""
+        return int(self.tied.sum())
+
+    @property
+    def tied_top_share(self) -> float:
+        return self.n_tied_top / self.n_tasks
 
     @property
     def chance(self) -> float:
@@ -102,6 +127,8 @@ class OneShotResult:
             "per_class": dict(self.per_class),
             "per_class_ci95": {c: list(ci) for c, ci in self.per_class_ci95().items()},
             "classes": list(self.classes), "confusion": self.confusion.tolist(),
+            "n_tied_top": self.n_tied_top, "tied_top_share": self.tied_top_share,
+            "positives": self.tasks.positives_summary(),
         }
 
 
@@ -282,6 +309,7 @@ def summarize(tasks: OneShotTasks, scores: np.ndarray) -> OneShotResult:
         per_class={c: float(h / n) for c, h, n in zip(tasks.pool.classes, hits, totals)},
         classes=tasks.pool.classes, confusion=confusion_matrix(query_class, chosen_class, n_classes),
         correct=correct, chosen=chosen, scores=scores.astype(np.float32, copy=False), tasks=tasks,
+        tied=tied_top(scores),
     )
 
 
@@ -296,6 +324,9 @@ def evaluate_one_shot(
     runs: int,
     seed: int,
     batch_size: int = 64,
+    *,
+    class_sources: Mapping[str, Sequence[Any] | np.ndarray] | None = None,
+    same_source_ok: bool = False,
 ) -> OneShotResult:
     """Mean accuracy of ``runs`` C-way one-shot tasks per evaluating class (Algorithm 3).
 
@@ -314,6 +345,12 @@ def evaluate_one_shot(
         Same seed, classes and rows -> same tasks -> same result.
     batch_size : int
         Clips per read and per ``embed`` call.
+    class_sources : mapping of str to array-like, optional
+        Source recording of each clip of ``class_rows`` (aligned), when the
+        catalog knows it: positives then come from another recording than the
+        query's where one exists (:func:`evaluation.tasks.draw_tasks`).
+    same_source_ok : bool
+        Draw positives from any other clip of the class (the report's protocol).
 
     Returns
     -------
@@ -325,7 +362,8 @@ def evaluate_one_shot(
         Too few classes or clips, ``ways`` out of range, non-finite inputs or
         scores, embedder outputs of the wrong shape.
     """
-    tasks = draw_tasks(make_pool(class_rows), ways=ways, runs=runs, seed=seed)
+    tasks = evaluation_tasks(class_rows, ways=ways, runs=runs, seed=seed, class_sources=class_sources,
+                             same_source_ok=same_source_ok)
     (embeddings,) = embed_pool([embedder], read, tasks.pool, [tasks], batch_size=batch_size)
     return summarize(tasks, score_cached(embedder, embeddings, tasks))
 
@@ -337,7 +375,11 @@ def evaluate_one_shot_per_pair(
     ways: int,
     runs: int,
     seed: int,
+    *,
+    class_sources: Mapping[str, Sequence[Any] | np.ndarray] | None = None,
+    same_source_ok: bool = False,
 ) -> OneShotResult:
     """Same tasks as :func:`evaluate_one_shot`, scored the naive way (:func:`score_per_pair`)."""
-    tasks = draw_tasks(make_pool(class_rows), ways=ways, runs=runs, seed=seed)
+    tasks = evaluation_tasks(class_rows, ways=ways, runs=runs, seed=seed, class_sources=class_sources,
+                             same_source_ok=same_source_ok)
     return summarize(tasks, score_per_pair(embedder, read, tasks))

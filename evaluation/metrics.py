@@ -1,4 +1,19 @@
-"""Pure functions for one-shot metrics: intervals, per-class accuracy, confusion, spread over splits."""
+"""Pure functions for one-shot metrics: intervals, ties, per-class accuracy, confusion, spread over splits.
+
+Two intervals, for two questions:
+
+- :func:`wilson_interval` on the tasks of one split: how precisely these tasks
+  measure accuracy on these classes, treating tasks as independent (they share
+  clips, so it is somewhat too narrow). Pooling the tasks of several splits into
+  one Wilson interval (:data:`POOLED_CI_METHOD`) is narrower still: the splits
+  share held-out classes and clips.
+- :func:`t_interval` on the per-split accuracies of ``K`` splits
+  (:data:`ACROSS_SPLITS_CI_METHOD`): where the mean accuracy over such splits
+  lies, given the spread between the ``K`` splits seen. It treats the split
+  accuracies as independent draws; splits drawn from one small pool of
+  held-out classes overlap, so it understates the variation over all possible
+  class sets, and it says nothing about other datasets or recordings.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +30,17 @@ Z95 = 1.959963984540054
 
 #: How :func:`wilson_interval` is described in reports.
 CI_METHOD = "Wilson score interval, 95%, treating tasks as independent Bernoulli trials"
+
+#: How the Wilson interval of several splits' tasks pooled together is described.
+POOLED_CI_METHOD = (
+    "pooled Wilson score interval, 95%, over the tasks of all splits together as if independent "
+    "(too narrow: the splits share held-out classes and clips, and tasks within a split share clips)"
+)
+
+#: How :func:`t_interval` over per-split accuracies is described.
+ACROSS_SPLITS_CI_METHOD = (
+    "mean of the per-split accuracies with a 95% Student t-interval over the K split means (df = K - 1)"
+)
 
 
 def wilson_interval(successes: int, n: int, *, z: float = Z95) -> tuple[float, float]:
@@ -45,6 +71,51 @@ def wilson_interval(successes: int, n: int, *, z: float = Z95) -> tuple[float, f
     low = 0.0 if successes == 0 else max(0.0, center - half)
     high = 1.0 if successes == n else min(1.0, center + half)
     return low, high
+
+
+def t_interval(values: Sequence[float], *, level: float = 0.95) -> tuple[float, float] | None:
+    """Student t-interval of the mean of ``values`` (e.g. per-split accuracies).
+
+    Parameters
+    ----------
+    values : sequence of float
+        At least two for an interval.
+    level : float
+        Two-sided coverage, 0.95 by default.
+
+    Returns
+    -------
+    (low, high) or None
+        ``mean -/+ t_{level, K-1} * sd / sqrt(K)`` (sample sd), not clipped;
+        None for fewer than two values.
+    """
+    from scipy.special import stdtrit
+
+    array = np.asarray(values, dtype=np.float64)
+    if array.size < 2:
+        return None
+    if not np.isfinite(array).all():
+        raise EvaluationError(f"Expected finite values for a t-interval. Got {array.tolist()}.")
+    mean = float(array.mean())
+    half = float(stdtrit(array.size - 1, 0.5 + level / 2)) * float(array.std(ddof=1)) / math.sqrt(array.size)
+    return mean - half, mean + half
+
+
+def tied_top(scores: np.ndarray) -> np.ndarray:
+    """Tasks whose highest score is shared by two or more supports.
+
+    Parameters
+    ----------
+    scores : np.ndarray [shape=(T, C)]
+
+    Returns
+    -------
+    np.ndarray [shape=(T,), dtype=bool]
+        On these tasks the choice fell to the tie rule (first support), not the scorer.
+    """
+    if scores.ndim != 2:
+        raise EvaluationError(f"Expected scores of shape (tasks, ways). Got shape {scores.shape}.")
+    return (scores == scores.max(axis=1, keepdims=True)).sum(axis=1) > 1
 
 
 def choose(scores: np.ndarray) -> np.ndarray:
@@ -96,6 +167,7 @@ class Spread:
     """Distribution of one number over several splits.
 
     ``sd`` is the sample standard deviation (``ddof=1``); 0.0 for one split.
+    ``ci95`` is the 95% t-interval of the mean (:func:`t_interval`), None for one split.
     """
 
     n: int
@@ -103,15 +175,19 @@ class Spread:
     sd: float
     min: float
     max: float
+    ci95: tuple[float, float] | None = None
 
-    def to_dict(self) -> dict[str, float | int]:
-        return {"n": self.n, "mean": self.mean, "sd": self.sd, "min": self.min, "max": self.max}
+    def to_dict(self) -> dict[str, object]:
+        return {"n": self.n, "mean": self.mean, "sd": self.sd, "min": self.min, "max": self.max,
+                "ci95": None if self.ci95 is None else list(self.ci95),
+                "ci_method": ACROSS_SPLITS_CI_METHOD if self.ci95 is not None else None}
 
 
 def spread(values: Sequence[float]) -> Spread:
-    """Mean, sample sd, min and max of ``values`` (at least one)."""
+    """Mean, sample sd, min, max and 95% t-interval of the mean of ``values`` (at least one)."""
     array = np.asarray(values, dtype=np.float64)
     if array.size == 0:
         raise EvaluationError("Expected at least one value to summarise. Got none.")
     sd = float(array.std(ddof=1)) if array.size > 1 else 0.0
-    return Spread(n=int(array.size), mean=float(array.mean()), sd=sd, min=float(array.min()), max=float(array.max()))
+    return Spread(n=int(array.size), mean=float(array.mean()), sd=sd, min=float(array.min()), max=float(array.max()),
+                  ci95=t_interval(array))

@@ -6,16 +6,28 @@ would not be a fair one-shot test (:mod:`evaluation.checks`), and evaluates each
 split with :func:`evaluation.suite.evaluate_classes`.
 
 Splits come from files (``--split``, any number) or are regenerated
-(``--regenerate K --seed S``): split ``k`` is ``make_random_split`` with seed
-``S + k`` over the stored classes *not* in the checkpoint's training classes,
-``n_classes`` of them tested, the others (and every training class) in train.
-When fewer than ``n_classes + 2`` such classes remain that is impossible; the run
-is refused, or with ``allow_overlap`` the draw is made over every stored class
-and the report says so.
+(``--regenerate K --seed S``): K distinct splits, each testing the first ``n_classes`` of
+:func:`manifests.splits.seeded_order` with seed ``S``, ``S + 1``, ... (skipping seeds
+that repeat a set) over the stored classes
+that are *neither* the checkpoint's training classes *nor* its validation classes
+(the classes that chose ``best.pt``); the checkpoint's validation classes are its
+validation classes, every other class is in train. When fewer than ``n_classes``
+such classes remain that is impossible; the run is refused, or with
+``allow_overlap`` the draw is made over every stored class and the report says
+which drawn classes were seen, and how.
+
+An explicit split whose evaluating classes include the checkpoint's training or
+validation classes is refused naming them (:func:`evaluation.checks.check_unseen`),
+unless ``allow_overlap``.
+
+With several splits the headline is the mean of the per-split accuracies with a
+95% t-interval over the split means (:func:`evaluation.metrics.t_interval`); the
+Wilson interval of all tasks pooled is reported beside it, labelled as pooled.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +36,32 @@ from typing import Any, Protocol
 import numpy as np
 
 from siamese_audio.errors import EvaluationError
-from siamese_audio.evaluation.checks import check_feature_config, check_input_shape, check_overlap
+from siamese_audio.evaluation.checks import (
+    SEEN_IN_TRAINING,
+    SEEN_IN_VALIDATION,
+    check_feature_config,
+    check_input_shape,
+    check_unseen,
+)
 from siamese_audio.evaluation.embedder import Embedder
-from siamese_audio.evaluation.metrics import CI_METHOD, Spread, per_class_counts, spread, wilson_interval
+from siamese_audio.evaluation.metrics import (
+    ACROSS_SPLITS_CI_METHOD,
+    CI_METHOD,
+    POOLED_CI_METHOD,
+    Spread,
+    per_class_counts,
+    spread,
+    wilson_interval,
+)
 from siamese_audio.evaluation.suite import ClassesEvaluation, EvaluationSettings, evaluate_classes
-from siamese_audio.manifests.split_catalog import clip_rows
-from siamese_audio.manifests.splits import Split, make_random_split
+from siamese_audio.evaluation.tasks import POSITIVES_ANY_CLIP, POSITIVES_OTHER_RECORDING
+from siamese_audio.manifests.split_catalog import SOURCE_COLUMN, clip_rows, clip_sources
+from siamese_audio.manifests.splits import Split, seeded_order
 
 SUBSETS = ("test", "validation")
+
+#: Seeds tried per regenerated split asked for, at most, while looking for distinct sets of test classes.
+MAX_SEED_TRIES = 100
 
 #: Checkpoint description keys evaluation relies on.
 REQUIRED_META = ("feature_config", "feature_version_id", "split_id", "training_classes", "dataset")
@@ -68,18 +98,26 @@ class SplitRun:
     source: SplitSource
     subset: str
     evaluation: ClassesEvaluation
-    overlap: tuple[str, ...] = ()
+    overlap: Mapping[str, str] = field(default_factory=dict)
+    """Evaluating classes the checkpoint had seen (allowed): class -> ``"training"`` or ``"validation"``."""
 
     @property
     def split_id(self) -> str:
         return self.source.split.split_id
+
+    def seen_in(self, how: str) -> list[str]:
+        """Overlapping classes seen in ``how`` (``"training"`` or ``"validation"``), sorted."""
+        return sorted(c for c, h in self.overlap.items() if h == how)
 
     def to_dict(self) -> dict[str, Any]:
         split = self.source.split
         return {
             "split_id": split.split_id, "split_path": self.source.path, "scheme": split.scheme,
             "split_seed": split.seed, "subset": self.subset, "classes": list(self.evaluation.result.classes),
-            "overlap_with_training": list(self.overlap), **self.evaluation.to_dict(),
+            "overlap": dict(self.overlap),
+            "overlap_with_training": self.seen_in(SEEN_IN_TRAINING),
+            "overlap_with_validation": self.seen_in(SEEN_IN_VALIDATION),
+            **self.evaluation.to_dict(),
         }
 
 
@@ -103,11 +141,12 @@ class EvaluationReport:
     notes: tuple[str, ...] = field(default=())
 
     def pooled(self) -> dict[str, Any]:
-        """Headline numbers over the tasks of every split together.
+        """Numbers over the tasks of every split together.
 
-        With one split these are that split's numbers. ``ci95`` is the Wilson
-        interval of the pooled tasks; the spread between splits is in
-        :meth:`distribution`.
+        With one split these are that split's numbers and ``ci95`` its Wilson
+        interval. With several, ``ci95`` is the Wilson interval of all tasks
+        pooled as if independent (:data:`~evaluation.metrics.POOLED_CI_METHOD`),
+        too narrow to be the headline: see :meth:`headline`.
         """
         n_tasks = sum(r.evaluation.result.n_tasks for r in self.runs)
         n_correct = sum(r.evaluation.result.n_correct for r in self.runs)
@@ -122,7 +161,8 @@ class EvaluationReport:
         baselines = [r.evaluation.baseline for r in self.runs if r.evaluation.baseline is not None]
         out: dict[str, Any] = {
             "accuracy": n_correct / n_tasks, "n_tasks": n_tasks, "n_correct": n_correct,
-            "ci95": list(wilson_interval(n_correct, n_tasks)), "ci_method": CI_METHOD,
+            "ci95": list(wilson_interval(n_correct, n_tasks)),
+            "ci_method": CI_METHOD if len(self.runs) == 1 else POOLED_CI_METHOD,
             "per_class": {c: h / n for c, (h, n) in hits.items()},
             "baseline_accuracy": None, "baseline_ci95": None,
         }
@@ -134,21 +174,109 @@ class EvaluationReport:
         return out
 
     def distribution(self) -> dict[str, Spread]:
-        """Spread over splits of the network's and the baseline's accuracy."""
+        """Spread over splits of the network's and the baseline's accuracy (mean, sd, min, max, t-interval)."""
         out = {"accuracy": spread([r.evaluation.result.accuracy for r in self.runs])}
         base = [r.evaluation.baseline.accuracy for r in self.runs if r.evaluation.baseline is not None]
         if base:
             out["baseline_accuracy"] = spread(base)
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        """The content of ``report.json``."""
+    def headline(self) -> dict[str, Any]:
+        """The accuracy to quote, and what its interval is.
+
+        One split: its accuracy and Wilson interval (``kind: "single_split"``).
+        Several: the mean of the per-split accuracies with a 95% t-interval over
+        the split means, and their sd, min and max (``kind: "mean_over_splits"``).
+        ``baseline_accuracy`` / ``baseline_ci95`` are the baseline's, computed the same way.
+        """
+        pooled = self.pooled()
+        if len(self.runs) == 1:
+            res = self.runs[0].evaluation.result
+            return {"kind": "single_split", "accuracy": res.accuracy, "ci95": list(res.ci95),
+                    "ci_method": CI_METHOD, "n_splits": 1, "n_tasks": res.n_tasks,
+                    "baseline_accuracy": pooled["baseline_accuracy"], "baseline_ci95": pooled["baseline_ci95"]}
+        dist = self.distribution()
+        acc = dist["accuracy"]
+        base = dist.get("baseline_accuracy")
+        return {"kind": "mean_over_splits", "accuracy": acc.mean, "ci95": list(acc.ci95),
+                "ci_method": ACROSS_SPLITS_CI_METHOD, "n_splits": acc.n, "sd": acc.sd, "min": acc.min,
+                "max": acc.max, "n_tasks": pooled["n_tasks"],
+                "baseline_accuracy": None if base is None else base.mean,
+                "baseline_ci95": None if base is None else list(base.ci95)}
+
+    def ties(self) -> dict[str, Any]:
+        """Headline tasks whose top network score was tied (the tie rule chose), over all splits."""
+        n_tied = sum(r.evaluation.result.n_tied_top for r in self.runs)
+        n_tasks = sum(r.evaluation.result.n_tasks for r in self.runs)
+        return {"n_tied_top": n_tied, "tied_top_share": n_tied / n_tasks}
+
+    def positives(self) -> dict[str, Any]:
+        """Which positive-support rule was used, whether it applied, and the tasks it could not help.
+
+        Counts are over the headline tasks of every split; None when the catalog
+        records no source recording.
+        """
+        summaries = [r.evaluation.result.tasks.positives_summary() for r in self.runs]
+        known = all(s["sources_known"] for s in summaries)
+        same_source_ok = self.context["settings"]["same_source_ok"]
+        rule = POSITIVES_ANY_CLIP if same_source_ok else POSITIVES_OTHER_RECORDING
+        out: dict[str, Any] = {
+            "rule": rule, "source_column": SOURCE_COLUMN if known else None,
+            "applied": known and not same_source_ok, "n_tasks": sum(s["n_tasks"] for s in summaries),
+            "n_positive_same_recording": None, "n_without_other_recording": None,
+            "classes_without_other_recording": sorted({c for s in summaries
+                                                       for c in s["classes_without_other_recording"]}),
+        }
+        if known:
+            out["n_positive_same_recording"] = sum(s["n_positive_same_recording"] for s in summaries)
+            out["n_without_other_recording"] = sum(s["n_without_other_recording"] for s in summaries)
+        out["description"] = describe_positives(out)
+        return out
+
+    def overlap(self) -> dict[str, dict[str, str]]:
+        """Split id -> {class: "training" | "validation"} for the splits that evaluated seen classes."""
+        return {r.split_id: dict(r.overlap) for r in self.runs if r.overlap}
+
+    def summary(self) -> dict[str, Any]:
+        """What ``evaluate --json`` prints: the headline, the pooled numbers, the spread, rules and splits."""
+        head = self.headline()
+        pooled = self.pooled()
         return {
-            **self.context, **self.pooled(),
+            "accuracy": head["accuracy"], "ci95": head["ci95"], "ci_method": head["ci_method"],
+            "n_tasks": pooled["n_tasks"], "n_correct": pooled["n_correct"], "per_class": pooled["per_class"],
+            "baseline_accuracy": head["baseline_accuracy"], "baseline_ci95": head["baseline_ci95"],
+            "headline": head, "pooled": pooled,
             "distribution": {k: v.to_dict() for k, v in self.distribution().items()},
-            "splits": [r.to_dict() for r in self.runs],
+            **self.ties(), "positives": self.positives(), "overlap": self.overlap(),
+            "split_ids": [r.split_id for r in self.runs],
+            "splits": [{"split_id": r.split_id, "classes": list(r.evaluation.result.classes),
+                        "accuracy": r.evaluation.result.accuracy, "ci95": list(r.evaluation.result.ci95),
+                        "n_tasks": r.evaluation.result.n_tasks, "overlap": dict(r.overlap)} for r in self.runs],
             "notes": list(self.notes),
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``report.json``."""
+        return {**self.context, **self.summary(), "splits": [r.to_dict() for r in self.runs]}
+
+
+def describe_positives(positives: Mapping[str, Any]) -> str:
+    """One sentence on the positive-support rule of :meth:`EvaluationReport.positives`."""
+    if positives["rule"] == POSITIVES_ANY_CLIP:
+        text = "any other clip of the query's class (--same-source-ok, the report's protocol)"
+        if positives["n_positive_same_recording"] is not None:
+            text += (f"; {positives['n_positive_same_recording']} of {positives['n_tasks']} tasks have a positive "
+                     f"from the query's own recording ({positives['source_column']})")
+        return text
+    if not positives["applied"]:
+        return (f"not controlled: the catalog records no source recording ({SOURCE_COLUMN}), so positives are "
+                f"any other clip of the query's class")
+    text = f"from another recording than the query's ({positives['source_column']})"
+    if positives["n_without_other_recording"]:
+        text += (f"; {positives['n_without_other_recording']} of {positives['n_tasks']} tasks had no clip of their "
+                 f"class from another recording (classes {', '.join(positives['classes_without_other_recording'])}): "
+                 f"their positive is from the query's own recording")
+    return text
 
 
 def check_meta(meta: Mapping[str, Any], checkpoint: str) -> None:
@@ -162,61 +290,93 @@ def check_meta(meta: Mapping[str, Any], checkpoint: str) -> None:
 
 def regenerate_splits(
     version: VersionLike, training_classes: Sequence[str], *, k: int, seed: int, n_classes: int,
-    allow_overlap: bool = False,
+    validation_classes: Sequence[str] = (), allow_overlap: bool = False,
 ) -> tuple[list[SplitSource], list[str]]:
-    """Draw ``k`` random splits whose test classes avoid the training classes when possible.
+    """Draw ``k`` random splits whose test classes the checkpoint never saw (neither trained nor validated on).
 
     Parameters
     ----------
     version : VersionLike
         Its stored classes are the universe of the draw.
-    training_classes : sequence of str
-        The checkpoint's training classes.
+    training_classes, validation_classes : sequence of str
+        The checkpoint's training classes and the validation classes that chose it.
     k : int
-        Splits; split ``i`` uses ``make_random_split(seed=seed + i)``.
+        Distinct splits: seeds ``seed, seed + 1, ...`` each test the first
+        ``n_classes`` of ``seeded_order(unseen classes, seed)``; a seed that
+        repeats an earlier split's test classes is skipped (a note says so).
+        Fewer than ``k`` when fewer distinct sets exist.
     seed : int
     n_classes : int
         Test (evaluating) classes per split, at least 2.
     allow_overlap : bool
-        When too few classes remain outside training, draw from every stored
-        class instead of refusing.
+        When fewer than ``n_classes`` unseen classes remain, draw from every
+        stored class instead of refusing (the report then names the seen classes).
 
     Returns
     -------
     splits : list[SplitSource]
-        Splits over every stored class: the drawn test classes, all others in train.
+        Splits over every stored class: the drawn test classes, the checkpoint's
+        validation classes (those stored and not drawn) in validation, all others in train.
     notes : list[str]
-        Says so when the draw could not avoid the training classes.
+        How many classes remained to draw from; when the draw could not avoid
+        seen classes; seeds skipped, or fewer distinct splits than asked.
+
+    Raises
+    ------
+    EvaluationError
+        ``k`` or ``n_classes`` out of range; too few unseen classes (without ``allow_overlap``).
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise EvaluationError(f"Expected --regenerate K with K a positive integer. Got {k!r}.")
-    if n_classes < 2:
-        raise EvaluationError(f"Expected at least 2 evaluating classes per regenerated split. Got {n_classes}.")
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+        raise EvaluationError(f"Expected at least 2 evaluating classes per regenerated split. Got {n_classes!r}.")
     stored = sorted(version.classes())
     training = set(map(str, training_classes))
-    remaining = [c for c in stored if c not in training]
-    notes: list[str] = []
+    validation = set(map(str, validation_classes)) - training
+    remaining = [c for c in stored if c not in training and c not in validation]
+    n_train_stored = len(training & set(stored))
+    n_val_stored = len(validation & set(stored))
+    counts = (f"{len(remaining)} of the {len(stored)} stored classes are neither among the checkpoint's "
+              f"{len(training)} training classes ({n_train_stored} stored) nor its {len(validation)} validation "
+              f"classes ({n_val_stored} stored)")
     universe = remaining
-    if len(remaining) < n_classes + 2:
-        message = (
-            f"Cannot draw splits that avoid the checkpoint's training classes: {len(remaining)} of the "
-            f"{len(stored)} stored classes were not trained on ({remaining}); a random split of "
-            f"{n_classes} test classes needs at least {n_classes + 2}."
-        )
+    notes: list[str] = []
+    if len(remaining) < n_classes:
+        message = (f"Cannot draw test classes the checkpoint never saw: {counts}: {remaining}; "
+                   f"{n_classes} test classes per split need at least {n_classes}.")
         if not allow_overlap:
             raise EvaluationError(message + " Pass --allow-overlap to draw from every stored class anyway, "
-                                            "or lower --classes.")
-        notes.append(message + " Drew from every stored class instead (--allow-overlap).")
+                                            "or lower --test-classes.")
+        notes.append(message + " Drew from every stored class instead (--allow-overlap); the splits name the "
+                               "seen classes they hold.")
         universe = stored
-    sources = []
-    for i in range(k):
-        drawn = make_random_split(
-            version.dataset, seed=seed + i, sizes=(len(universe) - n_classes, 0, n_classes), classes=universe
-        )
-        test = drawn.classes["test"]
-        full = Split(version.dataset, "random", seed + i,
-                     {"train": sorted(set(stored) - set(test)), "validation": [], "test": test})
-        sources.append(SplitSource(split=full, path=None))
+    else:
+        notes.append(f"Regenerated splits: {n_classes} test classes drawn from the {len(remaining)} unseen "
+                     f"classes ({counts}).")
+    possible = math.comb(len(universe), n_classes)
+    wanted = min(k, possible)
+    sources: list[SplitSource] = []
+    drawn: set[tuple[str, ...]] = set()
+    candidate = seed
+    # Seeds seed, seed + 1, ... skipping any that repeats a set already drawn: a repeated split
+    # would score the same tasks again and narrow the interval across splits for nothing.
+    while len(sources) < wanted and candidate < seed + MAX_SEED_TRIES * k:
+        test = tuple(sorted(seeded_order(universe, candidate)[:n_classes]))
+        if test not in drawn:
+            drawn.add(test)
+            held_out = sorted((validation & set(stored)) - set(test))
+            full = Split(version.dataset, "random", candidate,
+                         {"train": sorted(set(stored) - set(test) - set(held_out)), "validation": held_out,
+                          "test": list(test)})
+            sources.append(SplitSource(split=full, path=None))
+        candidate += 1
+    if len(sources) < k:
+        notes.append(f"Only {len(sources)} distinct sets of {n_classes} test classes could be drawn from the "
+                     f"{len(universe)} classes ({possible} exist), not the {k} asked: the interval across splits "
+                     f"covers {len(sources)} split(s).")
+    elif candidate - seed > k:
+        notes.append(f"Seeds {seed}..{candidate - 1} drew {k} distinct splits; seeds that repeated an earlier "
+                     f"split's test classes were skipped.")
     return sources, notes
 
 
@@ -258,9 +418,9 @@ def evaluate_checkpoint(
     Raises
     ------
     EvaluationError
-        Missing checkpoint description, overlap with training classes (naming
-        them), differing feature settings (naming them), unusable input shape,
-        unknown subset, no splits.
+        Missing checkpoint description, evaluating classes the checkpoint trained
+        or was validated on (naming them), differing feature settings (naming
+        them), unusable input shape, unknown subset, no splits.
     SplitError
         A split of another dataset, or classes missing from the version.
     """
@@ -271,14 +431,18 @@ def evaluate_checkpoint(
         raise EvaluationError("Expected at least one split to evaluate (--split FILE or --regenerate K).")
     all_notes = list(notes) + check_compatible(meta, version, checkpoint=checkpoint,
                                                allow_feature_mismatch=allow_feature_mismatch)
+    if "validation_classes" not in meta:
+        all_notes.append(f"{checkpoint} does not record its validation classes: only its training classes "
+                         f"could be kept out of the evaluated classes.")
     # Refuse before any embedding work: check every split first.
     planned = [plan_split(source, version, meta, subset=subset, allow_overlap=allow_overlap, notes=all_notes)
                for source in sources]
     runs = tuple(
-        SplitRun(source=source, subset=subset, evaluation=evaluate_classes(embedder, version.read, rows, settings),
-                 overlap=overlap)
-        for source, rows, overlap in planned
+        SplitRun(source=plan.source, subset=subset, overlap=plan.overlap,
+                 evaluation=evaluate_classes(embedder, version.read, plan.rows, settings, plan.sources))
+        for plan in planned
     )
+    all_notes += _positive_notes(runs)
     context = {
         "checkpoint": str(checkpoint),
         "dataset": version.dataset,
@@ -287,7 +451,7 @@ def evaluate_checkpoint(
         "checkpoint_feature_version_id": meta["feature_version_id"],
         "checkpoint_split_id": meta["split_id"],
         "n_training_classes": len(meta["training_classes"]),
-        "split_ids": [r.split_id for r in runs],
+        "checkpoint_validation_classes": list(meta.get("validation_classes") or []),
         "subset": subset,
         "seed": settings.seed,
         "settings": settings.to_dict(),
@@ -321,24 +485,50 @@ def check_compatible(meta: Mapping[str, Any], version: VersionLike, *, checkpoin
     return notes
 
 
+@dataclass(frozen=True, eq=False)
+class PlannedSplit:
+    """One split's evaluating rows, their source recordings, and the seen classes allowed."""
+
+    source: SplitSource
+    rows: dict[str, np.ndarray]
+    sources: dict[str, np.ndarray] | None
+    overlap: dict[str, str]
+
+
 def plan_split(source: SplitSource, version: VersionLike, meta: Mapping[str, Any], *, subset: str,
-               allow_overlap: bool, notes: list[str]) -> tuple[SplitSource, dict[str, np.ndarray], tuple[str, ...]]:
+               allow_overlap: bool, notes: list[str]) -> PlannedSplit:
     """The evaluating rows of one split, after the refusals (appends a note for an allowed overlap).
 
     Returns
     -------
-    (source, rows, overlap)
-        ``rows``: class -> store rows of the ``subset`` classes; ``overlap``: those seen in training.
+    PlannedSplit
+        ``rows``: class -> store rows of the ``subset`` classes; ``sources``:
+        their source recordings (None when the catalog has none); ``overlap``:
+        class -> how the checkpoint saw it (training or validation).
     """
     rows = clip_rows(source.split, version)[subset]
+    where = f"split {source.split.split_id}{f' ({source.path})' if source.path else ''}"
     if len(rows) < 2:
-        raise EvaluationError(
-            f"Split {source.split.split_id}{f' ({source.path})' if source.path else ''} has "
-            f"{len(rows)} {subset} class(es); a one-shot test needs at least 2."
-        )
-    overlap = check_overlap(rows, meta["training_classes"], allow_overlap=allow_overlap,
-                            where=f"split {source.split.split_id} ({subset})")
+        raise EvaluationError(f"{where.capitalize()} has {len(rows)} {subset} class(es); a one-shot test needs at least 2.")
+    overlap = check_unseen(rows, training=meta["training_classes"], validation=meta.get("validation_classes") or (),
+                           allow_overlap=allow_overlap, where=f"the {subset} classes of {where}")
     if overlap:
-        notes.append(f"Split {source.split.split_id}: {subset} classes {overlap} were seen in training "
-                     f"(--allow-overlap); their accuracy is not one-shot.")
-    return source, rows, tuple(overlap)
+        seen = ", ".join(f"{c} ({how})" for c, how in overlap.items())
+        notes.append(f"Split {source.split.split_id}: {subset} classes seen by the checkpoint were evaluated "
+                     f"(--allow-overlap): {seen}. Their accuracy is not one-shot: training classes were learnt, "
+                     f"validation classes selected the checkpoint.")
+    return PlannedSplit(source=source, rows=rows, sources=clip_sources(version, rows), overlap=overlap)
+
+
+def _positive_notes(runs: Sequence[SplitRun]) -> list[str]:
+    """Say, per split, how many tasks had no positive from another recording (never a silent fallback)."""
+    notes = []
+    for run in runs:
+        summary = run.evaluation.result.tasks.positives_summary()
+        if summary["applied"] and summary["n_without_other_recording"]:
+            notes.append(
+                f"Split {run.split_id}: {summary['n_without_other_recording']} of {summary['n_tasks']} tasks had no "
+                f"clip of the query's class from another recording (classes "
+                f"{', '.join(summary['classes_without_other_recording'])}): their positive support is from the "
+                f"query's own recording ({SOURCE_COLUMN}).")
+    return notes

@@ -2,7 +2,10 @@
 
 Layout of ``REPORT_DIR``::
 
-    report.json               every number, with checkpoint, feature version id, split ids, seed
+    report.json               every number, with checkpoint, feature version id, split ids, seed; the
+                              headline (one split: Wilson; several: mean of split accuracies with a
+                              t-interval), the pooled Wilson interval, the positive-support rule,
+                              tied top scores, and which evaluated classes the checkpoint had seen
     report.md                 the tables a person reads (links to the figures)
     {split_id}/per_class.csv  class, accuracy, ci95 low/high, tasks, baseline accuracy
     {split_id}/confusion.csv  rows: query class, columns: class of the chosen support (counts)
@@ -27,7 +30,7 @@ import pandas as pd
 
 from siamese_audio.evaluation.baseline import BASELINE_NAME
 from siamese_audio.evaluation.evaluator import OneShotResult
-from siamese_audio.evaluation.metrics import CI_METHOD
+from siamese_audio.evaluation.metrics import ACROSS_SPLITS_CI_METHOD, CI_METHOD, POOLED_CI_METHOD
 from siamese_audio.evaluation.plots import plot_accuracy_vs_ways, plot_confusion
 from siamese_audio.evaluation.reevaluate import EvaluationReport, SplitRun
 from siamese_audio.files import write_text_atomic
@@ -88,7 +91,10 @@ def tasks_frame(run: SplitRun) -> pd.DataFrame:
         "chosen_row": support_rows[idx, res.chosen],
         "chosen_class": classes[tasks.support_class[idx, res.chosen]],
         "correct": res.correct,
+        "top_score_tied": res.tied,
     })
+    if tasks.positive_same_recording is not None:
+        frame["positive_same_recording"] = tasks.positive_same_recording
     if run.evaluation.baseline is not None:
         frame["baseline_correct"] = run.evaluation.baseline.correct
     return frame
@@ -108,42 +114,73 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + [""]
 
 
+def _ci_or_dash(ci: Any) -> str:
+    return _ci(ci) if ci is not None else "–"
+
+
 def render_markdown(report: EvaluationReport) -> str:
-    """``report.md``: headline, spread over splits, notes, then per split the tables."""
+    """``report.md``: headline (and pooled), spread over splits, rules, notes, then per split the tables."""
     data = report.to_dict()
     ctx = report.context
     settings = ctx["settings"]
+    head = data["headline"]
+    pooled = data["pooled"]
+    positives = data["positives"]
+    several = len(report.runs) > 1
+    validation = ctx.get("checkpoint_validation_classes") or []
     lines = [
         "# One-shot evaluation", "",
         f"- Checkpoint: `{ctx['checkpoint']}`",
         f"- Dataset: {ctx['dataset']}; feature version `{ctx['feature_version_id']}` (`{ctx['features_path']}`)",
         f"- Checkpoint trained on feature version `{ctx['checkpoint_feature_version_id']}`, split "
-        f"`{ctx['checkpoint_split_id']}` ({ctx['n_training_classes']} training classes)",
+        f"`{ctx['checkpoint_split_id']}` ({ctx['n_training_classes']} training classes; validation classes "
+        f"{', '.join(validation) if validation else 'not recorded'})",
         f"- Evaluated: {settings['ways']}-way one-shot, {settings['runs']} tasks per {ctx['subset']} class, "
         f"seed {settings['seed']}, {len(report.runs)} split(s)",
-        f"- Interval: {CI_METHOD}",
+        "- Seen classes: " + (
+            "; ".join(f"split `{sid}`: " + ", ".join(f"{c} ({how})" for c, how in seen.items())
+                      for sid, seen in data["overlap"].items()) + " (--allow-overlap: not one-shot)"
+            if data["overlap"] else "none of the evaluated classes is a training or validation class of the checkpoint"),
+        f"- Positive supports: {positives['description']}",
+        f"- Scores: the embedder's similarity (a network's logit, or minus its distance; never a saturating "
+        f"sigmoid); tasks with a tied top score: {data['n_tied_top']} of "
+        f"{data['n_tasks']} ({_pct(data['tied_top_share'])}); ties go to the first support, supports are in "
+        f"random order.",
         f"- Baseline: {BASELINE_NAME}, on the same tasks",
-        "- Ties: the first support with the highest score is chosen; supports are in random order.",
         "",
-        "## Accuracy" + (" (all splits' tasks pooled)" if len(report.runs) > 1 else ""), "",
     ]
-    lines += _table(["scorer", "accuracy", "95% CI", "tasks"], [
-        ["network", _pct(data["accuracy"]), _ci(data["ci95"]), str(data["n_tasks"])],
-        ["baseline", _pct(data["baseline_accuracy"]), _ci(data["baseline_ci95"]), str(data["n_tasks"])],
-        ["chance (1/C)", _pct(1.0 / settings["ways"]), "", ""],
-    ])
-    if len(report.runs) > 1:
-        lines += ["## Across splits", ""]
-        dist = report.distribution()
-        lines += _table(["scorer", "splits", "mean", "sd", "min", "max"], [
+    if several:
+        lines += ["## Accuracy across splits (headline)", "",
+                  f"Headline over {head['n_splits']} splits: {ACROSS_SPLITS_CI_METHOD}. It covers how much "
+                  f"these splits' accuracies differ; it treats them as independent, which splits drawn from "
+                  f"one pool of held-out classes are not, and it does not cover other datasets or recordings.",
+                  ""]
+        lines += _table(["scorer", "splits", "mean", "95% t-interval", "sd", "min", "max"], [
             [{"accuracy": "network", "baseline_accuracy": "baseline"}.get(name, name), str(s.n), _pct(s.mean),
-             _pct(s.sd), _pct(s.min), _pct(s.max)] for name, s in dist.items()
+             _ci_or_dash(s.ci95), _pct(s.sd), _pct(s.min), _pct(s.max)]
+            for name, s in report.distribution().items()
+        ] + [["chance (1/C)", "", _pct(1.0 / settings["ways"]), "", "", "", ""]])
+        lines += ["## Pooled over all splits' tasks (not the headline)", "",
+                  f"Interval: {POOLED_CI_METHOD}.", ""]
+        lines += _table(["scorer", "accuracy", "95% CI (pooled Wilson)", "tasks"], [
+            ["network", _pct(pooled["accuracy"]), _ci(pooled["ci95"]), str(pooled["n_tasks"])],
+            ["baseline", _pct(pooled["baseline_accuracy"]), _ci_or_dash(pooled["baseline_ci95"]),
+             str(pooled["n_tasks"])],
         ])
-        lines += _table(["split", "scheme", "seed", "accuracy", "95% CI", "baseline"], [
-            [f"`{r.split_id}`", r.source.split.scheme, str(r.source.split.seed), _pct(r.evaluation.result.accuracy),
+        lines += ["## Per split", ""]
+        lines += _table(["split", "scheme", "seed", "classes", "accuracy", "95% CI (Wilson)", "baseline"], [
+            [f"`{r.split_id}`", r.source.split.scheme, str(r.source.split.seed),
+             ", ".join(r.evaluation.result.classes), _pct(r.evaluation.result.accuracy),
              _ci(r.evaluation.result.ci95),
              _pct(r.evaluation.baseline.accuracy if r.evaluation.baseline is not None else None)]
             for r in report.runs
+        ])
+    else:
+        lines += ["## Accuracy", "", f"Interval: {CI_METHOD}.", ""]
+        lines += _table(["scorer", "accuracy", "95% CI", "tasks"], [
+            ["network", _pct(head["accuracy"]), _ci(head["ci95"]), str(head["n_tasks"])],
+            ["baseline", _pct(head["baseline_accuracy"]), _ci_or_dash(head["baseline_ci95"]), str(head["n_tasks"])],
+            ["chance (1/C)", _pct(1.0 / settings["ways"]), "", ""],
         ])
     if report.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
@@ -155,7 +192,10 @@ def render_markdown(report: EvaluationReport) -> str:
             f"Scheme {source.split.scheme}, seed {source.split.seed}, "
             f"{'file `' + source.path + '`' if source.path else f'regenerated (`{run.split_id}/split.parquet`)'}; "
             f"{run.subset} classes: {', '.join(res.classes)}. "
-            f"Accuracy {_pct(res.accuracy)} {_ci(res.ci95)} over {res.n_tasks} tasks.", "",
+            f"Accuracy {_pct(res.accuracy)} {_ci(res.ci95)} (Wilson) over {res.n_tasks} tasks; "
+            f"tied top scores: {res.n_tied_top}."
+            + (" Seen by the checkpoint: " + ", ".join(f"{c} ({how})" for c, how in run.overlap.items()) + "."
+               if run.overlap else ""), "",
             "### Per-class accuracy", "",
         ]
         pc = per_class_frame(run)

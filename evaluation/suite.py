@@ -7,7 +7,7 @@ from embeddings computed once per clip.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,10 @@ class EvaluationSettings:
         Also score C = 2 .. number of classes (Figure 2.6).
     baseline : bool
         Also score the same tasks with :class:`~evaluation.baseline.RawCosineEmbedder`.
+    same_source_ok : bool
+        Positive supports may come from the query's own source recording (the
+        report's protocol). Default False: from another recording where the
+        catalog knows the sources (:mod:`evaluation.tasks`).
     """
 
     ways: int = 5
@@ -46,6 +50,7 @@ class EvaluationSettings:
     batch_size: int = 64
     curve: bool = True
     baseline: bool = True
+    same_source_ok: bool = False
 
     def __post_init__(self) -> None:
         for name in ("ways", "runs", "batch_size"):
@@ -56,10 +61,12 @@ class EvaluationSettings:
             raise EvaluationError(f"Expected ways (C) >= 2. Got {self.ways}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise EvaluationError(f"Expected seed to be a non-negative integer. Got {self.seed!r}.")
+        if not isinstance(self.same_source_ok, bool):
+            raise EvaluationError(f"Expected same_source_ok to be True or False. Got {self.same_source_ok!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return {"ways": self.ways, "runs": self.runs, "seed": self.seed, "batch_size": self.batch_size,
-                "curve": self.curve, "baseline": self.baseline}
+                "curve": self.curve, "baseline": self.baseline, "same_source_ok": self.same_source_ok}
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,12 +114,15 @@ class ClassesEvaluation:
 
 
 def evaluate_classes(
-    embedder: Embedder, read: ReadFn, class_rows: Mapping[str, np.ndarray], settings: EvaluationSettings
+    embedder: Embedder, read: ReadFn, class_rows: Mapping[str, np.ndarray], settings: EvaluationSettings,
+    class_sources: Mapping[str, Sequence[Any] | np.ndarray] | None = None,
 ) -> ClassesEvaluation:
     """Score the network (and the baseline, and the C-curve) on ``class_rows``.
 
     Each clip the tasks use is read once and embedded once by the network and
     once by the baseline; every task of every C is scored from those caches.
+    The tasks of each C are :func:`evaluation.tasks.evaluation_tasks` of these
+    classes, sources, ``settings.runs``, ``settings.seed`` and ``settings.same_source_ok``.
 
     Parameters
     ----------
@@ -121,18 +131,21 @@ def evaluate_classes(
         ``read(rows) -> float32 [shape=(len(rows), n_mels, n_frames)]``.
     class_rows : mapping of str to np.ndarray [shape=(n_c,), dtype=int64]
     settings : EvaluationSettings
+    class_sources : mapping of str to array-like, optional
+        Source recording of each clip (aligned with ``class_rows``); None when unknown.
 
     Returns
     -------
     ClassesEvaluation
     """
-    pool = make_pool(class_rows)
+    pool = make_pool(class_rows, class_sources)
     validate_ways_runs(settings.ways, settings.runs, len(pool.classes))
     embedders: list[Embedder] = [embedder]
     if settings.baseline:
         embedders.append(RawCosineEmbedder())
     all_ways = list(range(2, len(pool.classes) + 1)) if settings.curve else [settings.ways]
-    tasks = {c: draw_tasks(pool, ways=c, runs=settings.runs, seed=settings.seed) for c in all_ways}
+    tasks = {c: draw_tasks(pool, ways=c, runs=settings.runs, seed=settings.seed,
+                           same_source_ok=settings.same_source_ok) for c in all_ways}
     caches = embed_pool(embedders, read, pool, list(tasks.values()), batch_size=settings.batch_size)
     scored = {c: [summarize(t, score_cached(e, cache, t)) for e, cache in zip(embedders, caches)]
               for c, t in tasks.items()}

@@ -94,7 +94,8 @@ def compute_block(
     Returns
     -------
     block : np.ndarray [shape=(len(clips), n_mels, n_frames), dtype=float32]
-        NaN where a clip was rejected (the store's fill value: no chunk is written).
+        NaN where a clip was rejected (the store's fill value: no chunk is written);
+        every stored clip is finite (a clip whose log-mel is not is rejected).
     infos : list of dict
         Catalog fields of each clip (:func:`prepare_clip`).
     """
@@ -104,8 +105,17 @@ def compute_block(
     block = np.full((len(clips), config.n_mels, config.n_frames), np.nan, dtype=np.float32)
     infos = []
     for clip in clips:
-        y, info = prepare_clip(clip, config, seed, crop_long)
-        if y is not None:
-            block[clip.row - first_row] = extract(y)
+        # Samples near float32's limits overflow the resampler's or the log-mel's sums: the result
+        # is not finite and the clip rejected below, so numpy's warnings say nothing new.
+        with np.errstate(over="ignore", invalid="ignore"):
+            y, info = prepare_clip(clip, config, seed, crop_long)
+            logmel = extract(y) if y is not None else None
+        if logmel is not None:
+            if np.isfinite(logmel).all():
+                block[clip.row - first_row] = logmel
+            else:  # samples so large (float WAVs can hold 1e20) that the power spectrum overflows
+                info.update(status="rejected", pad_offset=0, cropped=False, reason=(
+                    f"{clip.path}: its log-mel is not finite (peak sample {float(np.abs(y).max()):.3g}); "
+                    "expected samples of audio magnitude"))
         infos.append(info)
     return block, infos

@@ -7,7 +7,7 @@ stages that read the store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,8 @@ def make_synthetic_version(
     seed: int = 0,
     separation: float = 3.0,
     clips_per_shard: int = 8,
+    sources: Mapping[str, Sequence[str]] | None = None,
+    codec: str = "none",
 ) -> Path:
     """Write a sealed feature version whose classes are separable.
 
@@ -39,6 +41,11 @@ def make_synthetic_version(
     clips_per_class : int or dict
         Clips of every class, or per class.
     shape : (n_mels, n_frames)
+    sources : mapping of str to sequence of str, optional
+        Source recording of each clip of each class (ESC-50's ``src_file``
+        column); without it the catalog has no such column (as AudioMNIST's).
+    codec : str
+        The store layout's codec (``"none"``: shards hold raw float32).
 
     Returns
     -------
@@ -68,15 +75,22 @@ def make_synthetic_version(
                 "channels": 1, "n_samples": config.n_samples, "pad_offset": 0, "cropped": False,
                 "status": "stored", "reason": "",
             })
+            if sources is not None:
+                records[-1]["src_file"] = str(sources[label][k])
     block = np.stack(data).astype(np.float32)
-    desc = json.dumps({"dataset": dataset, "classes": list(classes), "counts": counts,
-                       "shape": list(shape), "seed": seed, "separation": separation})
+    described = {"dataset": dataset, "classes": list(classes), "counts": counts,
+                 "shape": list(shape), "seed": seed, "separation": separation}
+    if sources is not None:
+        described["sources"] = {c: [str(name) for name in sources[c]] for c in classes}
+    if codec != "none":
+        described["codec"] = codec
+    desc = json.dumps(described)
     version_id = "syn" + hashlib.blake2b(desc.encode(), digest_size=8).hexdigest()
     path = Path(store_root) / dataset / version_id
     if store.is_sealed(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    layout = store.StoreLayout(clips_per_shard=clips_per_shard, codec="none")
+    layout = store.StoreLayout(clips_per_shard=clips_per_shard, codec=codec)
     attrs = {"version_id": version_id, "dataset": dataset, "feature_config": config.to_dict(),
              "layout": layout.to_dict(), "seed": seed, "synthetic": True}
     store.create_version(path, n_clips=len(records), config=config, layout=layout,
@@ -85,6 +99,6 @@ def make_synthetic_version(
     for i, start in enumerate(range(0, len(records), clips_per_shard)):
         checksums[i] = store.write_shard(path, i, block[start : start + clips_per_shard], clips_per_shard,
                                         layout.codec)
-    catalog.write_catalog(path / store.CATALOG, records, {})
+    catalog.write_catalog(path / store.CATALOG, records, {} if sources is None else {"src_file": "string"})
     store.seal(path, version_id=version_id, shard_checksums=checksums)
     return path

@@ -30,7 +30,10 @@ from siamese_audio.versions import library_versions
 
 #: Bump whenever the same inputs would give other stored bytes (and record the golden values).
 #: 1: the store as first released (before format versions, ids hashed some feature sources).
-FEATURE_FORMAT_VERSION = 1
+#: 2: clips that 1 stored (or crashed on) are rejected, with their reason in the catalog: a log-mel
+#:    that is not finite, a header whose rate, channels or length is out of bounds, a file that is
+#:    not regular, a name with control characters or not UTF-8, a number past int64 (issue 15).
+FEATURE_FORMAT_VERSION = 2
 
 #: Libraries whose versions can change the stored bytes (librosa is no longer one: the
 #: runtime computes its log-mel in NumPy and scipy.fft).

@@ -12,9 +12,19 @@ import re
 from pathlib import Path
 
 from siamese_audio.errors import DatasetLayoutError
-from siamese_audio.manifests.sources import AUDIO_EXTENSIONS, ClipSource, DatasetScan, Rejection, is_hidden
+from siamese_audio.manifests.sources import (
+    AUDIO_EXTENSIONS,
+    INT64_MAX,
+    ClipSource,
+    DatasetScan,
+    Rejection,
+    file_problem,
+    is_hidden,
+    name_problem,
+)
 
-NAME = re.compile(r"^(?P<digit>[0-9])_(?P<speaker>[0-9]{2})_(?P<rep>[0-9]+)$")
+#: A whole file stem (fullmatch: "0_01_0\n" is not a clip id).
+NAME = re.compile(r"(?P<digit>[0-9])_(?P<speaker>[0-9]{2})_(?P<rep>[0-9]+)")
 COLUMN_TYPES = {"digit": "int64", "rep": "int64"}
 
 
@@ -50,7 +60,10 @@ def scan(root: str | Path) -> DatasetScan:
             f"Found no folder {data}."
         )
     meta_path = data / "audioMNIST_meta.txt"
-    if meta_path.exists():
+    if meta_path.exists() or meta_path.is_symlink():
+        problem = file_problem(meta_path)
+        if problem is not None:
+            raise DatasetLayoutError(f"expected AudioMNIST's meta file, a regular file. {problem}.")
         read_meta(meta_path)
     clips: dict[str, ClipSource] = {}
     rejections: list[Rejection] = []
@@ -63,16 +76,18 @@ def scan(root: str | Path) -> DatasetScan:
             continue
         for path in sorted(p for p in speaker_dir.iterdir() if not is_hidden(p.name)):
             rel = path.relative_to(root).as_posix()
-            match = NAME.match(path.stem)
-            if path.suffix.lower() not in AUDIO_EXTENSIONS or match is None:
-                rejections.append(Rejection(
-                    path.stem, speaker_dir.name, rel,
-                    "name does not fit the layout {digit}_{NN}_{rep}.wav"))
-                continue
-            if match["speaker"] != speaker_dir.name:
-                rejections.append(Rejection(
-                    path.stem, speaker_dir.name, rel,
-                    f"speaker {match['speaker']} in the name but the file is in folder {speaker_dir.name}"))
+            problem = name_problem(path.name)
+            match = NAME.fullmatch(path.stem) if problem is None else None
+            if problem is None and (path.suffix.lower() not in AUDIO_EXTENSIONS or match is None):
+                problem = "name does not fit the layout {digit}_{NN}_{rep}.wav"
+            elif match is not None and match["speaker"] != speaker_dir.name:
+                problem = f"speaker {match['speaker']} in the name but the file is in folder {speaker_dir.name}"
+            elif match is not None and int(match["rep"]) > INT64_MAX:
+                problem = f"repetition {match['rep']} in the name does not fit a 64-bit integer"
+            if problem is None:
+                problem = file_problem(path)
+            if problem is not None:
+                rejections.append(Rejection(path.stem, speaker_dir.name, rel, problem))
                 continue
             columns = {"digit": int(match["digit"]), "rep": int(match["rep"])}
             if path.stem in clips:

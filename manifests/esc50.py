@@ -12,9 +12,20 @@ import re
 from pathlib import Path
 
 from siamese_audio.errors import DatasetLayoutError
-from siamese_audio.manifests.sources import AUDIO_EXTENSIONS, ClipSource, DatasetScan, Rejection, is_hidden
+from siamese_audio.manifests.sources import (
+    AUDIO_EXTENSIONS,
+    ClipSource,
+    DatasetScan,
+    Rejection,
+    file_problem,
+    is_hidden,
+    name_problem,
+    parse_int64,
+    printable,
+)
 
-NAME = re.compile(r"^(?P<fold>[0-9]+)-(?P<src>[^-]+)-(?P<take>[A-Za-z0-9]+)-(?P<target>[0-9]+)$")
+#: A whole file stem (fullmatch: a trailing newline is not part of a clip id).
+NAME = re.compile(r"(?P<fold>[0-9]+)-(?P<src>[^-]+)-(?P<take>[A-Za-z0-9]+)-(?P<target>[0-9]+)")
 REQUIRED = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
 COLUMN_TYPES = {"fold": "int64", "target": "int64", "esc10": "bool", "src_file": "string", "take": "string"}
 
@@ -38,10 +49,13 @@ def read_csv(path: Path) -> tuple[dict[str, tuple[int, dict]], list[tuple[int, s
     DatasetLayoutError
         The file is missing, unreadable, or lacks required columns.
     """
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise DatasetLayoutError(
             f"{path}: expected ESC-50's metadata file meta/esc50.csv. It is missing."
         )
+    problem = file_problem(path)
+    if problem is not None:
+        raise DatasetLayoutError(f"expected ESC-50's metadata file meta/esc50.csv, a regular file. {problem}.")
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -62,18 +76,24 @@ def read_csv(path: Path) -> tuple[dict[str, tuple[int, dict]], list[tuple[int, s
         if not clip_id:
             bad.append((i, f"row{i}", f"esc50.csv line {i}: empty filename"))
             continue
-        try:
-            parsed = {
-                "category": (row["category"] or "").strip(),
-                "fold": int(row["fold"]), "target": int(row["target"]),
-                "esc10": _parse_bool(row["esc10"] or ""),
-                "src_file": (row["src_file"] or "").strip(), "take": (row["take"] or "").strip(),
-            }
-        except (TypeError, ValueError) as exc:
-            bad.append((i, clip_id, f"esc50.csv line {i}: expected integer fold and target ({exc})"))
+        parsed = {
+            "category": (row["category"] or "").strip(),
+            "fold": parse_int64(row["fold"] or ""), "target": parse_int64(row["target"] or ""),
+            "esc10": _parse_bool(row["esc10"] or ""),
+            "src_file": (row["src_file"] or "").strip(), "take": (row["take"] or "").strip(),
+        }
+        if parsed["fold"] is None or parsed["target"] is None:
+            got = printable(f"fold {row['fold']!r}, target {row['target']!r}")[:200]
+            bad.append((i, clip_id, f"esc50.csv line {i}: expected integer fold and target within 64 bits "
+                                    f"(got {got})"))
             continue
         if not parsed["category"] or parsed["esc10"] is None:
             bad.append((i, clip_id, f"esc50.csv line {i}: expected a category and esc10 True/False"))
+            continue
+        texts = [k for k in ("category", "src_file", "take") if name_problem(parsed[k]) is not None]
+        if texts or name_problem(clip_id) is not None:
+            bad.append((i, clip_id, f"esc50.csv line {i}: expected printable text in "
+                                    f"{texts or ['filename']} (control characters found)"))
             continue
         if clip_id in rows:
             bad.append((i, clip_id, f"esc50.csv line {i}: duplicate of line {rows[clip_id][0]}"))
@@ -101,12 +121,16 @@ def scan(root: str | Path) -> DatasetScan:
     rejections = [Rejection(cid, "", "", reason) for _, cid, reason in bad_rows]
     bad_ids = {cid for _, cid, _ in bad_rows}
     clips: dict[str, ClipSource] = {}
+    unreadable: set[str] = set()
     for path in sorted(p for p in audio.iterdir() if not is_hidden(p.name)):
         rel = path.relative_to(root).as_posix()
         stem = path.stem
-        if path.is_dir() or path.suffix.lower() not in AUDIO_EXTENSIONS or NAME.match(stem) is None:
-            rejections.append(Rejection(
-                stem, "", rel, "name does not fit the layout {fold}-{src}-{take}-{target}.wav"))
+        problem = name_problem(path.name)
+        if problem is None and (path.is_dir() or path.suffix.lower() not in AUDIO_EXTENSIONS
+                                or NAME.fullmatch(stem) is None):
+            problem = "name does not fit the layout {fold}-{src}-{take}-{target}.wav"
+        if problem is not None:
+            rejections.append(Rejection(stem, "", rel, problem))
             continue
         if stem not in rows:
             if stem not in bad_ids:
@@ -114,6 +138,11 @@ def scan(root: str | Path) -> DatasetScan:
             continue
         line, row = rows[stem]
         columns = {k: row[k] for k in COLUMN_TYPES}
+        problem = file_problem(path)
+        if problem is not None:
+            rejections.append(Rejection(stem, row["category"], rel, problem, columns))
+            unreadable.add(stem)
+            continue
         if stem in clips:
             rejections.append(Rejection(
                 stem, row["category"], rel,
@@ -121,7 +150,7 @@ def scan(root: str | Path) -> DatasetScan:
             continue
         clips[stem] = ClipSource(stem, row["category"], rel, columns)
     for clip_id, (line, row) in sorted(rows.items()):
-        if clip_id not in clips:
+        if clip_id not in clips and clip_id not in unreadable:
             columns = {k: row[k] for k in COLUMN_TYPES}
             rejections.append(Rejection(
                 clip_id, row["category"], f"audio/{clip_id}.wav",

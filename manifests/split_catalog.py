@@ -6,12 +6,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from siamese_audio.errors import SplitError
 from siamese_audio.manifests.splits import MIN_CLIPS, SPLITS, Split
+
+#: Catalog column naming the source recording a clip was cut from (ESC-50's ``src_file``).
+#: A catalog without it (AudioMNIST) does not know its clips' recordings.
+SOURCE_COLUMN = "src_file"
 
 
 def _stored_rows(version: Any) -> dict[str, np.ndarray]:
@@ -96,3 +101,43 @@ def clip_rows(split: Split, version: Any, *, min_clips: int = MIN_CLIPS) -> dict
     validate_against_version(split, version, min_clips=min_clips)
     rows = _stored_rows(version)
     return {s: {c: rows[c] for c in split.classes[s]} for s in SPLITS}
+
+
+def clip_sources(version: Any, class_rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """Source recording of every clip of ``class_rows``, aligned with it; None when the catalog has none.
+
+    Parameters
+    ----------
+    version : FeatureVersion or duck-typed object
+        Needs ``.stored()`` (DataFrame with ``row``, ``class`` and, when known,
+        :data:`SOURCE_COLUMN`).
+    class_rows : mapping of str to np.ndarray
+        Class -> store rows (e.g. one split of :func:`clip_rows`).
+
+    Returns
+    -------
+    dict of str to np.ndarray [dtype=object] or None
+        ``{class: source of each row}`` (``""`` where a clip's source is not
+        recorded), or None when the catalog has no :data:`SOURCE_COLUMN` column.
+
+    Raises
+    ------
+    SplitError
+        A row that is not a stored clip of its class.
+    """
+    stored = version.stored()
+    if SOURCE_COLUMN not in stored.columns:
+        return None
+    by_row = dict(zip(stored["row"].to_numpy(dtype=np.int64).tolist(),
+                      zip(stored["class"].astype(str), stored[SOURCE_COLUMN].fillna("").astype(str))))
+    out: dict[str, np.ndarray] = {}
+    for name, rows in class_rows.items():
+        values = []
+        for row in np.asarray(rows, dtype=np.int64).tolist():
+            entry = by_row.get(row)
+            if entry is None or entry[0] != str(name):
+                where = getattr(version, "path", "the feature version")
+                raise SplitError(f"Expected store row {row} to be a stored clip of class {name!r} in {where}.")
+            values.append(entry[1])
+        out[str(name)] = np.array(values, dtype=object)
+    return out

@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siamese_audio.errors import AudioDecodeError, DatasetLayoutError, StoreError
+from siamese_audio.errors import AudioDecodeError, DatasetLayoutError, FeatureConfigError, StoreError
 from siamese_audio.features import catalog, store
 from siamese_audio.features.config import FeatureConfig, preset
 from siamese_audio.features.fingerprint import version_id as fingerprint
 from siamese_audio.features.records import catalog_records
 from siamese_audio.manifests.datasets import scan_dataset
 from siamese_audio.manifests.sources import DatasetScan
-from siamese_audio.pipeline import lock
+from siamese_audio.pipeline import lock, repair
 from siamese_audio.pipeline.hashing import hash_sources
 from siamese_audio.pipeline.paths import local_path
-from siamese_audio.pipeline.plan import Planned, batch_specs, batches_of, open_or_create
+from siamese_audio.pipeline.plan import Planned, batch_specs, batches_of, create, open_or_create
 from siamese_audio.pipeline.run import run_batches, strict_check
 from siamese_audio.pipeline.summary import BuildResult, result_from_catalog
 from siamese_audio.pipeline.tasks import warm_worker
@@ -44,7 +44,9 @@ class BuildConfig:
     ``source_dir`` and ``store_root`` are paths, or ``file://`` URLs, that the
     client and every Dask worker see alike. ``lock_wait_s``: how long to wait
     when another build holds this version's lock (0: stop at once with a
-    :class:`StoreError` naming the lock and its holder).
+    :class:`StoreError` naming the lock and its holder). ``repair``: when the
+    version is sealed but damaged, rewrite what is damaged from the sources
+    (:mod:`~siamese_audio.pipeline.repair`); without it such a build stops and says so.
     """
 
     dataset: str
@@ -59,6 +61,12 @@ class BuildConfig:
     feature_config: FeatureConfig | None = None  # default: the dataset's preset
     progress: bool = True
     lock_wait_s: float = 0.0
+    repair: bool = False  # a damaged sealed version: rewrite its damaged files from the sources
+
+    def __post_init__(self) -> None:
+        # One rule for seeds, as training and evaluation have it.
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise FeatureConfigError(f"Build config: expected seed to be a non-negative integer. Got {self.seed!r}.")
 
 
 def build(cfg: BuildConfig) -> BuildResult:
@@ -133,8 +141,12 @@ def _build_with(client, cfg: BuildConfig, config: FeatureConfig) -> BuildResult:
     )
     path = store_root / cfg.dataset / vid
     if store.is_sealed(path):
-        log.info(f"Feature version {vid} is already built and sealed at {path}: nothing to do.")
-        return result_from_catalog(vid, path, already_sealed=True)
+        damage = repair.damage(path, full=False)  # --repair checks every checksum, under the lock
+        if not cfg.repair:
+            if damage:
+                raise StoreError(repair.damaged_message(path, vid, damage))
+            log.info(f"Feature version {vid} is already built and sealed at {path}: nothing to do.")
+            return result_from_catalog(vid, path, already_sealed=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -146,11 +158,22 @@ def _build_with(client, cfg: BuildConfig, config: FeatureConfig) -> BuildResult:
                       what=f"Feature version {vid} ({path})") as held:
         if held.took_over is not None:
             log.info(f"Took over the lock {held.path} of a build that is gone: {held.took_over.describe()}.")
+        planned = Planned(vid, inputs, path)
+        old_files, repaired = None, []
+        if store.is_sealed(path) and cfg.repair:
+            old_files, repaired = repair.unseal_damaged(
+                path, n_batches=len(batches_of(sources.clips, source_dir, cfg.layout.clips_per_shard)),
+                fresh_metadata=lambda where: create(planned, where, cfg.dataset, config, cfg.layout, cfg.seed,
+                                                    cfg.crop_long, sources.clips))
         if store.is_sealed(path):
-            log.info(f"Feature version {vid} was built and sealed at {path} meanwhile: nothing to do.")
+            done = "is intact: nothing to repair" if cfg.repair else "was built and sealed meanwhile: nothing to do"
+            log.info(f"Feature version {vid} at {path} {done}.")
             return result_from_catalog(vid, path, already_sealed=True)
         store.remove_leftovers(path)
-        return _write_version(client, cfg, config, sources, Planned(vid, inputs, path))
+        result = _write_version(client, cfg, config, sources, planned)
+        repair.check_repaired(path, old_files)
+        result.repaired = repaired
+        return result
 
 
 def _write_version(client, cfg: BuildConfig, config: FeatureConfig, sources: _Sources,
@@ -192,8 +215,14 @@ def _seal(planned: Planned, sources: _Sources, n_batches: int) -> BuildResult:
             + "\n  ".join(r["reason"] for r in records[:10])
         )
     store.remove_leftovers(path)  # temporaries of tasks killed mid-write (a worker died)
-    catalog.write_catalog(path / store.CATALOG, records, sources.scan.column_types)
-    store.seal(path, version_id=vid, shard_checksums=checksums)
+    try:
+        catalog.write_catalog(path / store.CATALOG, records, sources.scan.column_types)
+        store.seal(path, version_id=vid, shard_checksums=checksums)
+    except OSError as exc:  # a full disk: every write is atomic, the version stays unsealed and resumable
+        raise StoreError(
+            f"{path}: cannot write the catalog or the seal ({exc.strerror or exc}). The version is not sealed; "
+            "fix the cause (free space) and run the build again: it resumes and seals it."
+        ) from None
     result = result_from_catalog(vid, path, already_sealed=False)
     for w in result.warnings:
         log.warning(w)

@@ -11,8 +11,10 @@ task functions settle zarr's concurrency and malloc in each worker themselves
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,7 +68,7 @@ def _connect(scheduler: str):
     """A client of the scheduler at ``scheduler`` (an address or a scheduler file)."""
     from distributed import Client
 
-    is_file = "://" not in scheduler and Path(scheduler).is_file()
+    is_file = check_scheduler(scheduler)
     try:
         if is_file:
             return Client(scheduler_file=scheduler, timeout="30s")
@@ -77,6 +79,31 @@ def _connect(scheduler: str):
             f"Expected {kind} {scheduler} to answer within 30 s. It did not ({type(exc).__name__}: {exc}). "
             "Start one with `dask scheduler` and pass its address (tcp://HOST:PORT) or its --scheduler-file."
         ) from exc
+
+
+def check_scheduler(scheduler: str) -> bool:
+    """Whether ``scheduler`` names a scheduler file (True) or an address (False); refuse neither at once.
+
+    An address is ``PROTOCOL://...`` or ``HOST:PORT``; anything else must be an existing JSON
+    file with an ``address`` (what ``dask scheduler --scheduler-file`` writes). Nothing waits.
+    """
+    if "://" in scheduler or re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):[0-9]{1,5}", scheduler):
+        return False
+    path = Path(scheduler)
+    if not path.is_file():
+        raise SiameseAudioError(
+            f"Expected --scheduler to be a scheduler address (tcp://HOST:PORT) or an existing scheduler file. "
+            f"Got {scheduler!r}: no such file."
+        )
+    try:
+        address = json.loads(path.read_text()).get("address")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise SiameseAudioError(f"{path}: expected a Dask scheduler file (JSON with an address). "
+                                f"Cannot read it ({exc}).") from None
+    if not isinstance(address, str) or "://" not in address:
+        raise SiameseAudioError(f"{path}: expected a Dask scheduler file (JSON with an address). "
+                                f"Its address is {address!r}.")
+    return True
 
 
 def probe_worker(source_file: str, store_dir: str) -> dict[str, Any]:

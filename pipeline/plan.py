@@ -41,15 +41,20 @@ def open_or_create(planned: Planned, dataset: str, config: FeatureConfig, layout
     """
     path = planned.path
     if not path.exists():
-        plan = plan_record(version_id=planned.version_id, dataset=dataset, clips=clips,
-                           clips_per_shard=layout.clips_per_shard)
-        attrs = array_attributes(version_id=planned.version_id, dataset=dataset, config=config, layout=layout,
-                                 seed=seed, crop_long=crop_long, fingerprint_inputs=planned.inputs,
-                                 n_clips=len(clips))
-        store.create_version(path, n_clips=len(clips), config=config, layout=layout, attributes=attrs, plan=plan)
+        create(planned, path, dataset, config, layout, seed, crop_long, clips)
     else:
         check_plan(path, planned.version_id, len(clips))
     return [i for i in range(n_batches) if store.read_marker(path, i) is None]
+
+
+def create(planned: Planned, path: Path, dataset: str, config: FeatureConfig, layout: store.StoreLayout, seed: int,
+           crop_long: bool, clips: list[tuple[Any, str]]) -> None:
+    """Create the empty version of ``planned`` at ``path``: array metadata and build plan."""
+    plan = plan_record(version_id=planned.version_id, dataset=dataset, clips=clips,
+                       clips_per_shard=layout.clips_per_shard)
+    attrs = array_attributes(version_id=planned.version_id, dataset=dataset, config=config, layout=layout,
+                             seed=seed, crop_long=crop_long, fingerprint_inputs=planned.inputs, n_clips=len(clips))
+    store.create_version(path, n_clips=len(clips), config=config, layout=layout, attributes=attrs, plan=plan)
 
 
 def check_plan(path: Path, vid: str, n_clips: int) -> None:

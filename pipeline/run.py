@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any
 
-from siamese_audio.errors import AudioDecodeError
+from siamese_audio.errors import AudioDecodeError, StoreError
 from siamese_audio.features.clip import ClipTask
 from siamese_audio.features.config import FeatureConfig
 from siamese_audio.pipeline.tasks import BatchSpec, check_batch, write_batch
@@ -26,7 +26,14 @@ def run_batches(client, specs: list[BatchSpec], *, progress: bool) -> dict[str, 
                for s in specs]
     with tqdm(total=n_clips, unit="clip", desc="build", file=sys.stderr, disable=not progress) as bar:
         for fut in as_completed(futures):
-            result = fut.result()
+            try:
+                result = fut.result()
+            except OSError as exc:  # raised on a worker: a full disk, a permission
+                raise StoreError(
+                    f"{specs[0].version_path}: a task could not write the feature version "
+                    f"({exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}). Nothing was sealed and "
+                    "what was written stays valid: fix the cause (free space) and run the build again; it resumes."
+                ) from None
             bar.update(len(result["clips"]))
             tasks.append({k: result[k] for k in ("batch", "cpu_s", "wall_s", "worker_pid")}
                          | {"clips": len(result["clips"])})

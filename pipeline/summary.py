@@ -23,13 +23,14 @@ class BuildResult:
     warnings: list[str]
     class_counts: dict[str, int]
     timing: dict[str, Any] = field(default_factory=dict)
+    repaired: list[str] = field(default_factory=list)  # what --repair found damaged and rewrote
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version_id": self.version_id, "path": str(self.path), "n_stored": self.n_stored,
             "n_rejected": self.n_rejected, "already_sealed": self.already_sealed,
             "rejected": self.rejected, "warnings": self.warnings, "class_counts": self.class_counts,
-            "timing": self.timing,
+            "timing": self.timing, "repaired": self.repaired,
         }
 
 

@@ -6,7 +6,10 @@ complete real dataset, else seeded random) → a network trained with validation
 (``tiny`` on generated audio, in seconds; the dataset's CPU preset,
 ``cpu-esc50`` or ``cpu-audiomnist``, on real audio) → C-way one-shot evaluation
 with a 95% CI, a baseline, per-class accuracy, confusion matrix and
-accuracy-vs-C → figures.
+accuracy-vs-C → a re-evaluation on regenerated splits of the classes the
+checkpoint never saw (mean over splits with a t-interval, next to the pooled
+Wilson interval) → figures → SINEX explanations of a few of the evaluated test
+tasks (faithfulness, sanity check, the first task sonified).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ log = logging.getLogger(__name__)
 #: Evaluating classes of the demo's split (validation and test each), and the ways of its tasks.
 N_EVAL = 5
 
+#: The re-evaluation: splits regenerated from the classes the checkpoint never saw, and their size (= ways).
+N_REGENERATED, REGENERATED_CLASSES = 5, 3
+
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -39,6 +45,8 @@ class DemoConfig:
     max_epochs: int | None = None
     max_minutes: float | None = None
     device: str = "auto"
+    explain_tasks: int = 3
+    sonify: bool = True
 
 
 @dataclass(frozen=True)
@@ -63,10 +71,57 @@ class DemoResult:
             f"over {s['n_tasks']} {N_EVAL}-way one-shot tasks",
             f"baseline         {s['baseline_accuracy']:.3f}  (cosine of raw log-mels, same tasks; "
             f"chance {1 / N_EVAL:.2f})",
+            f"  seen classes   {_seen(s['overlap'])}",
+            f"  positives      {s['positives']['description']}",
+            f"  tied top score {s['n_tied_top']} of {s['n_tasks']} tasks (ranked by logits, never a saturating sigmoid)",
             f"report           {s['report']}",
+            *_regenerated_lines(s["regenerated"]),
+            *_explain_lines(s.get("explain")),
             "figures          " + "\n                 ".join(s["figures"]),
             f"took {s['seconds']} s",
         ])
+
+
+def _seen(overlap: dict[str, dict[str, str]]) -> str:
+    if not overlap:
+        return "none: the test classes are neither training nor validation classes of the checkpoint"
+    return "; ".join(", ".join(f"{c} ({how})" for c, how in classes.items()) for classes in overlap.values())
+
+
+def _explain_lines(e: dict[str, Any] | None) -> list[str]:
+    if not e:
+        return []
+    lines = [f"explanations     SINEX of test tasks {e['task_ids']} -> {e['out_dir']}"]
+    faith = e.get("faithfulness")
+    if faith and faith["aopc_rho"]["mean"] is not None:
+        lines.append(f"  faithfulness   AOPC by relevance {faith['aopc_rho']['mean']:.3f}, random orders "
+                     f"{faith['aopc_random_mean']['mean']:.3f}, reverse {faith['aopc_reverse']['mean']:.3f} "
+                     f"({faith['n_supports']} positive supports; logits)")
+    for stage in e.get("sanity", [])[-1:]:
+        mean = stage["spearman_mean"]
+        lines.append(f"  sanity check   every layer re-initialised: Spearman "
+                     f"{'n/a' if mean is None else f'{mean:.2f}'} with the trained model's scores")
+    if e.get("rho_size_abs_spearman_mean") is not None:
+        lines.append(f"  segment size   mean |Spearman| of relevance with segment size "
+                     f"{e['rho_size_abs_spearman_mean']:.2f} (h is divided by |R_i|)")
+    return lines
+
+
+def _regenerated_lines(r: dict[str, Any]) -> list[str]:
+    head, pooled = r["headline"], r["pooled"]
+    lines = [f"re-evaluation    {len(r['splits'])} regenerated splits of {REGENERATED_CLASSES} test classes "
+             f"({REGENERATED_CLASSES}-way), drawn from the {r['n_unseen']} classes the checkpoint never saw"]
+    lines += [f"  split {sp['split_id']}  [{', '.join(sp['classes'])}]  {sp['accuracy']:.3f}  "
+              f"95% Wilson CI [{sp['ci95'][0]:.3f}, {sp['ci95'][1]:.3f}]" for sp in r["splits"]]
+    lines += [
+        f"  mean over splits {head['accuracy']:.3f}  95% t-interval over the {head['n_splits']} split means "
+        f"[{head['ci95'][0]:.3f}, {head['ci95'][1]:.3f}]  sd {head['sd']:.3f}, min {head['min']:.3f}, "
+        f"max {head['max']:.3f}",
+        f"  pooled           {pooled['accuracy']:.3f}  95% Wilson CI of all {pooled['n_tasks']} tasks pooled as if "
+        f"independent [{pooled['ci95'][0]:.3f}, {pooled['ci95'][1]:.3f}] (too narrow)",
+        f"  report         {r['report']}",
+    ]
+    return lines
 
 
 def _source(cfg: DemoConfig, out: Path) -> tuple[str, Path]:
@@ -133,6 +188,11 @@ def _train(cfg: DemoConfig, dataset: str, version_path: Path, split_path: Path, 
                resident=cfg.data is not None)
 
 
+def _eval_runs(cfg: DemoConfig) -> int:
+    """Test tasks per class of the demo's evaluation (explained task ids refer to this draw)."""
+    return 100 if cfg.data is None else 200
+
+
 def _evaluate(cfg: DemoConfig, checkpoint: Path, version, split, split_path: Path, report_dir: Path):
     """Evaluate ``checkpoint`` on the split's test classes; write the report; return it and its files."""
     from siamese_audio.evaluation.reevaluate import SplitSource, evaluate_checkpoint
@@ -142,10 +202,51 @@ def _evaluate(cfg: DemoConfig, checkpoint: Path, version, split, split_path: Pat
 
     log.info(f"[demo] evaluating the best checkpoint on the test classes ({N_EVAL}-way one-shot)")
     embedder, meta = load_embedder(checkpoint, cfg.device)
-    settings = EvaluationSettings(ways=N_EVAL, runs=100 if cfg.data is None else 200, seed=cfg.seed)
+    settings = EvaluationSettings(ways=N_EVAL, runs=_eval_runs(cfg), seed=cfg.seed)
     report = evaluate_checkpoint(embedder, meta, version, [SplitSource(split=split, path=str(split_path))],
                                  settings, checkpoint=str(checkpoint), subset="test")
     return report, write_report(report, report_dir)
+
+
+def _explain(cfg: DemoConfig, checkpoint: Path, version, split, split_path: Path, out_dir: Path):
+    """SINEX of ``cfg.explain_tasks`` of the evaluated test tasks (the same draw), the first one sonified."""
+    from siamese_audio.evaluation.explain.run import ExplainSettings, explain_checkpoint
+    from siamese_audio.evaluation.reevaluate import SplitSource
+    from siamese_audio.training.checkpoint import load_embedder
+    from siamese_audio.training.embedder import randomisation_cascade
+
+    log.info(f"[demo] explaining {cfg.explain_tasks} test tasks (SINEX, faithfulness, sanity check"
+             f"{', first task sonified' if cfg.sonify else ''})")
+    embedder, meta = load_embedder(checkpoint, cfg.device, precision="fp32")
+    settings = ExplainSettings(ways=N_EVAL, runs=_eval_runs(cfg), seed=cfg.seed, n_tasks=cfg.explain_tasks,
+                               sonify=cfg.sonify, sonify_tasks=1, sanity=True)
+    return explain_checkpoint(embedder, meta, version, SplitSource(split=split, path=str(split_path)), settings,
+                              out_dir=out_dir, checkpoint=str(checkpoint), subset="test",
+                              cascade=randomisation_cascade(embedder, seed=cfg.seed))
+
+
+def _reevaluate(cfg: DemoConfig, checkpoint: Path, version, report_dir: Path) -> dict[str, Any]:
+    """``evaluate --regenerate``: splits of the classes the checkpoint neither trained nor validated on."""
+    from siamese_audio.evaluation.reevaluate import evaluate_checkpoint, regenerate_splits
+    from siamese_audio.evaluation.report import write_report
+    from siamese_audio.evaluation.suite import EvaluationSettings
+    from siamese_audio.training.checkpoint import load_embedder
+
+    embedder, meta = load_embedder(checkpoint, cfg.device)
+    log.info(f"[demo] re-evaluating on {N_REGENERATED} regenerated splits of {REGENERATED_CLASSES} unseen classes")
+    sources, notes = regenerate_splits(version, meta["training_classes"], validation_classes=meta["validation_classes"],
+                                       k=N_REGENERATED, seed=cfg.seed, n_classes=REGENERATED_CLASSES)
+    settings = EvaluationSettings(ways=REGENERATED_CLASSES, runs=100, seed=cfg.seed)
+    report = evaluate_checkpoint(embedder, meta, version, sources, settings, checkpoint=str(checkpoint),
+                                 subset="test", notes=notes)
+    written = write_report(report, report_dir)
+    seen = set(meta["training_classes"]) | set(meta["validation_classes"])
+    summary = report.summary()
+    return {
+        "n_unseen": len([c for c in version.classes() if c not in seen]),
+        "headline": summary["headline"], "pooled": summary["pooled"], "splits": summary["splits"],
+        "report": str(written["report.md"]),
+    }
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
@@ -170,11 +271,16 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     run_dir, report_dir = out / "run", out / "report"
     trained = _train(cfg, dataset, built.path, split_path, run_dir)
     report, written = _evaluate(cfg, trained.best_checkpoint, version, split, split_path, report_dir)
+    regenerated = _reevaluate(cfg, trained.best_checkpoint, version, out / "report-regenerated")
     examples = plot_logmel_examples(version, out / "logmel_examples.png", classes=split.classes["test"])
+    explained = (_explain(cfg, trained.best_checkpoint, version, split, split_path, out / "explain")
+                 if cfg.explain_tasks > 0 else None)
 
     pooled = report.pooled()
     best = next((r for r in trained.history if r.epoch == trained.best_epoch), None)
-    figures = sorted(str(p) for p in [examples, *report_dir.rglob("*.png"), *run_dir.glob("*.png")])
+    explain_figures = [explained.out_dir / f for f in explained.summary["figures"]] if explained else []
+    figures = sorted(str(p) for p in [examples, *report_dir.rglob("*.png"), *run_dir.glob("*.png"),
+                                      *explain_figures])
     summary: dict[str, Any] = {
         "dataset": dataset, "source": str(source), "store": str(built.path), "version_id": built.version_id,
         "n_stored": built.n_stored, "n_rejected": built.n_rejected,
@@ -185,7 +291,10 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         "epochs_run": trained.epochs_run, "training_minutes": round(trained.elapsed_s / 60, 2),
         "stopped": trained.stopped, "accuracy": pooled["accuracy"], "ci95": pooled["ci95"],
         "n_tasks": pooled["n_tasks"], "baseline_accuracy": pooled["baseline_accuracy"],
+        "n_tied_top": report.ties()["n_tied_top"], "positives": report.positives(), "overlap": report.overlap(),
+        "regenerated": regenerated,
         "report": str(written.get("report.md", report_dir / "report.md")), "figures": figures,
+        "explain": explained.summary if explained else None,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     return DemoResult(summary)

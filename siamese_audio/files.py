@@ -8,19 +8,31 @@ reader, or a process killed mid-write, never sees half a file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
 
 def content_hash(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes, hex (source fingerprints, seals, downloads)."""
+    """SHA-256 of a regular file's bytes, hex (source fingerprints, seals, downloads).
+
+    Raises
+    ------
+    OSError
+        Unreadable, or not a regular file: a FIFO or a device is refused without
+        blocking (opened non-blocking, checked with ``fstat`` before any read).
+    """
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()

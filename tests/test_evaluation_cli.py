@@ -143,3 +143,46 @@ def test_real_checkpoint_end_to_end(data, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["n_tasks"] == 12
     assert (tmp_path / "run" / "evaluation" / "report.md").is_file()  # default --out: next to the checkpoint
+
+
+def test_regenerate_excludes_validation_classes_and_prints_both_intervals(data, fake_checkpoint, tmp_path, capsys):
+    fake_checkpoint["meta"]["validation_classes"] = list(VALIDATION)
+    code = run_cli(["evaluate", "ck.pt", "--features", data["features"], "--regenerate", "3", "--test-classes",
+                    "2", "--ways", "2", "--runs", "3", "--out", str(tmp_path / "r"), "--json", "--no-curve"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    for split in result["splits"]:
+        assert set(split["classes"]) <= set(TEST)  # neither training nor validation classes
+    assert result["headline"]["kind"] == "mean_over_splits" and "t-interval" in result["ci_method"]
+    assert result["pooled"]["ci_method"].startswith("pooled Wilson")
+    assert result["positives"]["applied"] is False and result["n_tied_top"] == 0
+    assert any("3 of the 10 stored classes are neither" in n for n in result["notes"])
+    # The text form labels the headline and the pooled interval.
+    run_cli(["evaluate", "ck.pt", "--features", data["features"], "--regenerate", "3", "--test-classes",
+             "2", "--ways", "2", "--runs", "3", "--out", str(tmp_path / "t"), "--no-curve"])
+    text = capsys.readouterr().out
+    assert "mean over 3 splits" in text and "95% t-interval over split means" in text
+    assert "pooled as if independent" in text and "tied top scores: 0 of 18 tasks" in text
+    # Too few unseen classes for the asked size: refused, saying how many remain.
+    with pytest.raises(EvaluationError, match="3 of the 10 stored classes"):
+        run_cli(["evaluate", "ck.pt", "--features", data["features"], "--regenerate", "2", "--test-classes", "4",
+                 "--ways", "2", "--out", str(tmp_path / "u")])
+
+
+def test_explicit_split_of_validation_classes_is_refused_unless_allowed(data, fake_checkpoint, tmp_path, capsys):
+    fake_checkpoint["meta"]["validation_classes"] = list(VALIDATION)
+    argv = ["evaluate", "ck.pt", "--features", data["features"], "--split", data["split"], "--subset", "validation",
+            "--ways", "2", "--runs", "3", "--no-curve", "--out", str(tmp_path / "r")]
+    with pytest.raises(EvaluationError, match=rf"validation classes \['{VALIDATION[0]}', '{VALIDATION[1]}'\]"):
+        run_cli(argv)
+    assert run_cli(argv + ["--allow-overlap", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert list(result["overlap"].values()) == [{c: "validation" for c in VALIDATION}]
+
+
+def test_same_source_ok_is_recorded(data, fake_checkpoint, tmp_path, capsys):
+    run_cli(["evaluate", "ck.pt", "--features", data["features"], "--split", data["split"], "--ways", "2",
+             "--runs", "3", "--no-curve", "--same-source-ok", "--json", "--out", str(tmp_path / "r")])
+    result = json.loads(capsys.readouterr().out)
+    assert result["positives"]["rule"] == "any_clip"
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["settings"]["same_source_ok"] is True

@@ -105,6 +105,15 @@ def test_constant_scorer_picks_the_first_support_so_chance_is_one_in_c():
     assert res.ci95[0] < 0.25 < res.ci95[1]
 
 
+def test_tied_top_scores_are_counted_and_reported():
+    data, rows = make_data(n_classes=5, clips=3)
+    tied = evaluate_one_shot(ConstantEmbedder(), read=Reader(data), class_rows=rows, ways=3, runs=10, seed=0)
+    assert tied.n_tied_top == tied.n_tasks == 50 and tied.tied_top_share == 1.0
+    right = evaluate_one_shot(OracleEmbedder(5), read=Reader(data), class_rows=rows, ways=3, runs=10, seed=0)
+    assert right.n_tied_top == 0
+    assert tied.to_dict()["n_tied_top"] == 50 and right.to_dict()["tied_top_share"] == 0.0
+
+
 def test_each_clip_is_read_and_embedded_once_in_batches():
     data, rows = make_data(n_classes=5, clips=4)
     reader, embedder = Reader(data), OracleEmbedder(5)

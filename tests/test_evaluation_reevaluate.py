@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -90,8 +91,8 @@ def test_refuses_evaluating_training_classes_before_any_work(version):
         evaluate_checkpoint(MeanEmbedder(), meta_for(version), version, [source], SETTINGS, checkpoint="c.pt")
     report = evaluate_checkpoint(MeanEmbedder(), meta_for(version), version, [source], SETTINGS,
                                  checkpoint="c.pt", allow_overlap=True)
-    assert report.runs[0].overlap == ("03",)
-    assert any("['03']" in n and "not one-shot" in n for n in report.notes)
+    assert report.runs[0].overlap == {"03": "training"}
+    assert any("03 (training)" in n and "not one-shot" in n for n in report.notes)
 
 
 def test_refuses_feature_version_with_other_settings(version):
@@ -138,16 +139,25 @@ def test_validation_subset_is_evaluated_when_asked(version):
 
 def test_regenerated_splits_avoid_training_classes_and_say_when_they_cannot(version):
     sources, notes = regenerate_splits(version, TRAIN, k=3, seed=5, n_classes=3)
-    assert notes == [] and len(sources) == 3
+    assert len(sources) == 3 and notes[0] == (
+        "Regenerated splits: 3 test classes drawn from the 6 unseen classes (6 of the 12 stored classes are "
+        "neither among the checkpoint's 6 training classes (6 stored) nor its 0 validation classes (0 stored)).")
+    # Seed 7 repeats an earlier split's test classes: skipped, so the 3 splits are distinct (seeds 5, 6, 8).
+    assert notes[1] == "Seeds 5..8 drew 3 distinct splits; seeds that repeated an earlier split's test classes were skipped."
+    assert [s.split.seed for s in sources] == [5, 6, 8]
     tests = [s.split.classes["test"] for s in sources]
     assert all(len(t) == 3 and not set(t) & set(TRAIN) for t in tests)
-    assert len({tuple(t) for t in tests}) > 1  # different seeds, different splits
+    assert len({tuple(t) for t in tests}) == 3
+    # Fewer distinct sets than asked: all of them, and a note.
+    few, few_notes = regenerate_splits(version, CLASSES[:8], k=5, seed=0, n_classes=3)  # 4 classes: 4 sets of 3
+    assert len({tuple(s.split.classes["test"]) for s in few}) == len(few) == 4
+    assert "Only 4 distinct sets of 3 test classes could be drawn from the 4 classes (4 exist)" in few_notes[1]
     assert all(s.split.all_classes() == CLASSES for s in sources)
     again, _ = regenerate_splits(version, TRAIN, k=3, seed=5, n_classes=3)
     assert [s.split.split_id for s in again] == [s.split.split_id for s in sources]
 
-    too_many = CLASSES[:9]  # 3 classes remain; 3 test classes need 5
-    with pytest.raises(EvaluationError, match=r"Cannot draw splits that avoid.*3 of the 12 .*needs at least 5"):
+    too_many = CLASSES[:10]  # 2 classes remain; 3 test classes need 3
+    with pytest.raises(EvaluationError, match=r"never saw: 2 of the 12 stored classes .*need at least 3"):
         regenerate_splits(version, too_many, k=2, seed=0, n_classes=3)
     sources, notes = regenerate_splits(version, too_many, k=2, seed=0, n_classes=3, allow_overlap=True)
     assert len(sources) == 2 and "Drew from every stored class" in notes[0]
@@ -167,8 +177,9 @@ def test_report_files_and_contents(version, tmp_path):
     assert data["feature_version_id"] == version.version_id
     assert data["seed"] == 1 and data["checkpoint_split_id"] == "abc123"
     assert data["split_ids"] == [r.split_id for r in report.runs]
-    assert "Wilson" in data["ci_method"]
-    assert {"accuracy", "ci95", "n_tasks", "per_class", "baseline_accuracy", "distribution"} <= data.keys()
+    assert "t-interval" in data["ci_method"] and "Wilson" in data["pooled"]["ci_method"]
+    assert {"accuracy", "ci95", "n_tasks", "per_class", "baseline_accuracy", "distribution", "headline", "pooled",
+            "positives", "n_tied_top", "overlap"} <= data.keys()
     first = data["splits"][0]
     assert first["n_tasks"] == 16 and first["classes"] == ["07", "08", "09", "10"]
     assert np.array(first["confusion"]).sum() == 16
@@ -176,7 +187,7 @@ def test_report_files_and_contents(version, tmp_path):
     assert first["curve"][1]["accuracy"] == first["accuracy"]  # C = ways scores the headline tasks
     assert first["baseline"]["n_tasks"] == 16
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| network |" in md and "## Across splits" in md and "Wilson" in md
+    assert "| network |" in md and "## Accuracy across splits (headline)" in md and "Wilson" in md
     assert "| 07 |" in md and "query \\ chosen" in md
     folder = tmp_path / "rep" / report.runs[0].split_id
     for name in ("per_class.csv", "confusion.csv", "curve.csv", "tasks.csv", "confusion.png", "accuracy_vs_ways.png"):
@@ -188,3 +199,133 @@ def test_report_files_and_contents(version, tmp_path):
     assert (tmp_path / "rep" / drawn[0].split.split_id / "split.parquet").is_file()
     assert not (folder / "split.parquet").exists()
     assert written["report.json"] == tmp_path / "rep" / "report.json"
+
+
+# --- issue 11: validation classes, positives from other recordings, intervals across splits --------
+
+VALIDATION = CLASSES[6:9]  # the checkpoint's validation classes: they chose its best weights
+
+
+def test_regenerated_splits_never_test_the_checkpoints_validation_classes(version):
+    sources, notes = regenerate_splits(version, TRAIN, validation_classes=VALIDATION, k=10, seed=0, n_classes=2)
+    tests = [s.split.classes["test"] for s in sources]
+    assert all(len(t) == 2 and not set(t) & (set(TRAIN) | set(VALIDATION)) for t in tests)
+    assert set().union(*map(set, tests)) <= set(CLASSES[9:])
+    assert all(s.split.classes["validation"] == sorted(VALIDATION) for s in sources)
+    assert "3 of the 12 stored classes are neither among the checkpoint's 6 training classes" in notes[0]
+    # Three unseen classes cannot make splits of four: refused, saying how many remain.
+    with pytest.raises(EvaluationError, match=r"3 of the 12 stored classes .*\['10', '11', '12'\].*need at least 4"):
+        regenerate_splits(version, TRAIN, validation_classes=VALIDATION, k=2, seed=0, n_classes=4)
+    drawn, notes = regenerate_splits(version, TRAIN, validation_classes=VALIDATION, k=2, seed=0, n_classes=4,
+                                     allow_overlap=True)
+    assert "Drew from every stored class" in notes[0]
+
+
+def test_explicit_split_with_validation_classes_is_refused_naming_them(version, tmp_path):
+    meta = meta_for(version, validation_classes=VALIDATION)
+    source = SplitSource(split_of(test=["07", "08", "10", "11"]), "x.parquet")
+    with pytest.raises(EvaluationError, match=r"validation classes \['07', '08'\].*--allow-overlap"):
+        evaluate_checkpoint(MeanEmbedder(), meta, version, [source], SETTINGS, checkpoint="c.pt")
+    mixed = SplitSource(split_of(test=["03", "07", "10"]), "y.parquet")
+    with pytest.raises(EvaluationError, match=r"training classes \['03'\]; validation classes \['07'\]"):
+        evaluate_checkpoint(MeanEmbedder(), meta, version, [mixed], SETTINGS, checkpoint="c.pt")
+    report = evaluate_checkpoint(MeanEmbedder(), meta, version, [mixed], SETTINGS, checkpoint="c.pt",
+                                 allow_overlap=True)
+    write_report(report, tmp_path / "rep")
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    split_id = report.runs[0].split_id
+    assert data["overlap"] == {split_id: {"03": "training", "07": "validation"}}
+    assert data["splits"][0]["overlap_with_validation"] == ["07"]
+    assert data["splits"][0]["overlap_with_training"] == ["03"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "03 (training), 07 (validation)" in md and "not one-shot" in md
+
+
+def test_positives_from_another_recording_are_recorded_in_the_report(tmp_path):
+    classes = [f"k{i}" for i in range(8)]
+    # Two recordings of 2 clips per class, except k7: all four clips cut from one recording.
+    sources = {c: [f"{c}-a", f"{c}-a", f"{c}-b", f"{c}-b"] for c in classes[:7]} | {"k7": ["k7-a"] * 4}
+    esc = open_version(make_synthetic_version(tmp_path / "store", dataset="esc50", classes=classes,
+                                              clips_per_class=4, shape=(8, 10), seed=2, sources=sources))
+    meta = meta_for(esc, training=classes[:3], dataset="esc50", validation_classes=[])
+    split = Split("esc50", "file", None, {"train": classes[:3], "validation": [], "test": classes[3:]})
+    report = evaluate_checkpoint(MeanEmbedder(), meta, esc, [SplitSource(split)], SETTINGS, checkpoint="c.pt")
+    positives = report.to_dict()["positives"]
+    assert positives["rule"] == "other_recording" and positives["applied"] is True
+    assert positives["source_column"] == "src_file"
+    # k7's 4 tasks had no other recording: counted, named, and said in the notes.
+    assert positives["n_without_other_recording"] == 4 and positives["classes_without_other_recording"] == ["k7"]
+    assert positives["n_positive_same_recording"] == 4
+    assert any("4 of 20 tasks had no clip of the query's class from another recording (classes k7)" in n
+               for n in report.notes)
+    tasks = report.runs[0].evaluation.result.tasks
+    other = ~tasks.no_other_recording
+    assert not tasks.positive_same_recording[other].any()
+    # --same-source-ok: the report's protocol, recorded as such.
+    allowed = evaluate_checkpoint(MeanEmbedder(), meta, esc, [SplitSource(split)],
+                                  dataclasses.replace(SETTINGS, same_source_ok=True), checkpoint="c.pt")
+    assert allowed.to_dict()["positives"]["rule"] == "any_clip"
+    assert allowed.to_dict()["settings"]["same_source_ok"] is True
+    # AudioMNIST-like catalogs have no source column: behaviour kept, recorded as not applied.
+    plain = evaluate_checkpoint(MeanEmbedder(), meta_for(version_of_plain(tmp_path)), version_of_plain(tmp_path),
+                                [SplitSource(split_of(test=["07", "08", "09"]))], SETTINGS, checkpoint="c.pt")
+    p = plain.to_dict()["positives"]
+    assert p["applied"] is False and p["source_column"] is None and "not controlled" in p["description"]
+
+
+def version_of_plain(tmp_path):
+    return open_version(make_synthetic_version(tmp_path / "plain", classes=CLASSES, clips_per_class=4, shape=(8, 10),
+                                               seed=0))
+
+
+def test_headline_across_splits_is_the_mean_with_a_t_interval_next_to_the_pooled_wilson(version, tmp_path):
+    from scipy import stats
+
+    drawn, notes = regenerate_splits(version, TRAIN, k=4, seed=3, n_classes=3)
+    noisy = dataclasses.replace(SETTINGS, runs=6)
+    report = evaluate_checkpoint(NoisyEmbedder(), meta_for(version), version, drawn, noisy, checkpoint="c.pt",
+                                 notes=notes)
+    accs = np.array([r.evaluation.result.accuracy for r in report.runs])
+    assert accs.std() > 0  # the splits differ
+    half = stats.t.ppf(0.975, df=3) * accs.std(ddof=1) / np.sqrt(4)
+    write_report(report, tmp_path / "rep")
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    head = data["headline"]
+    assert head["kind"] == "mean_over_splits" and head["n_splits"] == 4
+    assert head["accuracy"] == pytest.approx(accs.mean()) and data["accuracy"] == head["accuracy"]
+    assert head["ci95"] == pytest.approx([accs.mean() - half, accs.mean() + half])
+    assert data["ci95"] == head["ci95"] and "t-interval" in data["ci_method"]
+    assert (head["sd"], head["min"], head["max"]) == pytest.approx((accs.std(ddof=1), accs.min(), accs.max()))
+    pooled = data["pooled"]
+    n_correct = sum(r.evaluation.result.n_correct for r in report.runs)
+    assert pooled["ci95"] == pytest.approx(list(wilson_interval(n_correct, 4 * 18)))
+    assert pooled["ci_method"].startswith("pooled")
+    assert data["distribution"]["accuracy"]["ci95"] == head["ci95"]
+    assert [s["ci95"] for s in data["splits"]] == [list(r.evaluation.result.ci95) for r in report.runs]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Accuracy across splits (headline)" in md and "95% t-interval" in md
+    assert "## Pooled over all splits' tasks (not the headline)" in md and "pooled Wilson" in md
+    # One split: the headline is that split's Wilson interval.
+    single = evaluate_checkpoint(NoisyEmbedder(), meta_for(version), version, drawn[:1], noisy, checkpoint="c.pt")
+    assert single.headline()["kind"] == "single_split"
+    assert single.headline()["ci95"] == list(single.runs[0].evaluation.result.ci95)
+
+
+def test_t_interval_matches_a_known_value():
+    from siamese_audio.evaluation.metrics import t_interval
+
+    low, high = t_interval([0.5, 0.7, 0.9])  # mean 0.7, sd 0.2, t(0.975, 2) = 4.3027
+    assert low == pytest.approx(0.7 - 4.302653 * 0.2 / 3 ** 0.5) and high == pytest.approx(0.7 + 4.302653 * 0.2 / 3 ** 0.5)
+    assert t_interval([0.4]) is None
+
+
+class NoisyEmbedder:
+    """Mean spectrum plus seeded noise in the score: accuracy varies between splits."""
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        return x.mean(axis=2)
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        d = -((a - b) ** 2).sum(axis=1)
+        noise = np.random.default_rng(int(abs(a[:, 0].sum() * 1000)) % 2**32).normal(0, 60, size=d.shape)
+        return (d + noise).astype(np.float32)

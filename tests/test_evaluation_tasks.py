@@ -90,3 +90,76 @@ def test_refuses_what_cannot_form_tasks(rows, ways, match):
 def test_refuses_zero_runs():
     with pytest.raises(EvaluationError, match="runs"):
         draw_tasks(make_pool(class_rows()), ways=2, runs=0, seed=0)
+
+
+# --- positives from another source recording (issue 11) -------------------------------------------
+
+
+def _recordings() -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Class a: 3 recordings (r1 x3, r2 x2, r3 x1); b: one recording only; c: unknown sources ("")."""
+    rows = {"a": np.arange(0, 6), "b": np.arange(6, 10), "c": np.arange(10, 13)}
+    sources = {"a": ["r1", "r1", "r2", "r1", "r3", "r2"], "b": ["x", "x", "x", "x"], "c": ["", "", ""]}
+    return rows, sources
+
+
+def test_positive_comes_from_another_recording_when_one_exists():
+    rows, sources = _recordings()
+    pool = make_pool(rows, sources)
+    tasks = draw_tasks(pool, ways=3, runs=600, seed=0)
+    positive_clip = tasks.support[np.arange(tasks.n_tasks), tasks.positive]
+    code = pool.sources
+    in_a = tasks.query_class == 0
+    assert (code[positive_clip[in_a]] != code[tasks.query[in_a]]).all()
+    # Uniform over the other recordings' clips: query 0 (r1) takes clips 2, 4 and 5 (r2, r3, r2).
+    picked = positive_clip[tasks.query == 0]
+    assert set(picked.tolist()) == {2, 4, 5}
+    assert np.bincount(picked, minlength=6)[[2, 4, 5]].min() > 0.2 * picked.size
+    # Clips of unknown source count as recordings of their own.
+    in_c = tasks.query_class == 2
+    assert not tasks.positive_same_recording[in_c].any()
+    assert (positive_clip != tasks.query).all()
+
+
+def test_class_from_one_recording_is_counted_not_hidden():
+    rows, sources = _recordings()
+    tasks = draw_tasks(make_pool(rows, sources), ways=2, runs=50, seed=1)
+    summary = tasks.positives_summary()
+    assert summary["rule"] == "other_recording" and summary["applied"] is True
+    # Class b has one recording: all its 50 tasks keep a same-recording positive, flagged and counted.
+    assert summary["n_without_other_recording"] == 50 and summary["classes_without_other_recording"] == ["b"]
+    assert summary["n_positive_same_recording"] == 50
+    assert np.array_equal(tasks.no_other_recording, tasks.query_class == 1)
+
+
+def test_same_source_ok_reproduces_the_report_draw_and_counts_same_recording_positives():
+    rows, sources = _recordings()
+    report = draw_tasks(make_pool(rows), ways=3, runs=200, seed=4)  # no sources: the report's protocol
+    allowed = draw_tasks(make_pool(rows, sources), ways=3, runs=200, seed=4, same_source_ok=True)
+    for name in ("query", "support", "support_class", "positive"):
+        assert np.array_equal(getattr(report, name), getattr(allowed, name))
+    summary = allowed.positives_summary()
+    assert summary["rule"] == "any_clip" and summary["applied"] is False
+    assert 200 < summary["n_positive_same_recording"] < 600  # b always, a sometimes, c never
+    unknown = report.positives_summary()
+    assert unknown["sources_known"] is False and unknown["applied"] is False
+    assert unknown["n_without_other_recording"] is None
+
+
+def test_evaluation_tasks_is_deterministic_and_is_what_draw_tasks_gives():
+    from siamese_audio.evaluation.tasks import evaluation_tasks
+
+    rows, sources = _recordings()
+    a = evaluation_tasks(rows, ways=3, runs=20, seed=9, class_sources=sources)
+    b = evaluation_tasks(rows, ways=3, runs=20, seed=9, class_sources=sources)
+    c = draw_tasks(make_pool(rows, sources), ways=3, runs=20, seed=9)
+    for name in ("query", "support", "support_class", "positive", "no_other_recording"):
+        assert np.array_equal(getattr(a, name), getattr(b, name))
+        assert np.array_equal(getattr(a, name), getattr(c, name))
+
+
+def test_sources_that_do_not_line_up_are_refused():
+    rows, sources = _recordings()
+    with pytest.raises(EvaluationError, match="one source per clip of class 'b' \\(4\\). Got 3"):
+        make_pool(rows, {**sources, "b": ["x", "x", "x"]})
+    with pytest.raises(EvaluationError, match="sources for exactly the evaluating classes"):
+        make_pool(rows, {"a": sources["a"]})

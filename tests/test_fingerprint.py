@@ -30,13 +30,15 @@ from siamese_audio.features.shard import encode_shard
 
 GOLDEN = Path(__file__).parent / "golden" / "feature_format.json"
 
-#: (clip id, sample rate, channels, seconds, tone Hz): short clips are padded, long ones cropped or rejected.
+#: (clip id, sample rate, channels, seconds, tone Hz[, scale]): short clips are padded, long ones cropped or
+#: rejected; a clip with a scale is a float WAV of that peak (1e20: its log-mel overflows and it is rejected).
 CLIPS = {
     "audiomnist": [("0_01_0", 48_000, 1, 0.61, 220.0), ("1_01_0", 48_000, 2, 0.9, 440.0),
                    ("2_02_0", 44_100, 1, 1.0, 330.0), ("3_02_0", 22_050, 1, 0.37, 880.0),
-                   ("4_03_0", 48_000, 1, 1.3, 550.0)],
+                   ("4_03_0", 48_000, 1, 1.3, 550.0), ("5_03_0", 48_000, 1, 0.5, 660.0, 1e20)],
     "esc50": [("1-100-A-0", 44_100, 1, 3.1, 300.0), ("1-101-A-1", 48_000, 2, 5.0, 1000.0),
-              ("2-102-A-2", 44_100, 1, 5.0, 2000.0), ("2-103-A-3", 44_100, 1, 7.2, 150.0)],
+              ("2-102-A-2", 44_100, 1, 5.0, 2000.0), ("2-103-A-3", 44_100, 1, 7.2, 150.0),
+              ("3-104-A-4", 44_100, 1, 2.0, 500.0, 1e20)],
 }
 
 
@@ -59,9 +61,12 @@ def digests(root: Path, *, seed: int = 7, crop_long: bool) -> dict[str, str]:
     for name, clips in CLIPS.items():
         config = preset(name)
         tasks, sources = [], []
-        for row, (clip_id, sr, channels, seconds, tone) in enumerate(clips):
+        for row, (clip_id, sr, channels, seconds, tone, *scale) in enumerate(clips):
             path = root / f"{clip_id}.wav"
-            sf.write(path, _signal(sr, channels, seconds, tone), sr, subtype="PCM_16")
+            if scale:
+                sf.write(path, _signal(sr, channels, seconds, tone) * scale[0], sr, subtype="FLOAT")
+            else:
+                sf.write(path, _signal(sr, channels, seconds, tone), sr, subtype="PCM_16")
             tasks.append(ClipTask(row, clip_id, str(path)))
             sources.append((ClipSource(clip_id=clip_id, label="c", source_path=path.name, columns={}), "h"))
         block, infos = compute_block(tuple(tasks), config, seed=seed, crop_long=crop_long, first_row=0)

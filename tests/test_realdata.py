@@ -74,3 +74,28 @@ def test_odd_esc50_v1_files_are_decoded_resampled_and_long_ones_handled(shared_d
     for rec in cat.itertuples():
         ref = _reference(root / rec.source_path, "esc50", rec.pad_offset, crop=bool(rec.cropped))
         assert np.abs(v.read([rec.row])[0] - ref).max() < 0.05, rec.source_path
+
+
+def test_real_esc50_positives_avoid_the_querys_recording(shared_data, tmp_path, run_build):
+    """On the real catalog (src_file), tasks of classes whose two clips share a recording are counted, not hidden."""
+    import csv
+    from collections import defaultdict
+
+    from siamese_audio.evaluation.tasks import evaluation_tasks
+    from siamese_audio.manifests.split_catalog import clip_sources
+
+    result = run_build("esc50", shared_data / "esc50", tmp_path / "s", clips_per_shard=16)
+    v = open_version(result.path)
+    recordings = defaultdict(set)
+    with open(shared_data / "esc50" / "meta" / "esc50.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            recordings[row["category"]].add(row["src_file"])
+    one_recording = sorted(c for c, s in recordings.items() if len(s) == 1)
+    stored = v.stored()
+    rows = {c: np.sort(stored.loc[stored["class"] == c, "row"].to_numpy()) for c in sorted(recordings)}
+    sources = clip_sources(v, rows)
+    assert sources is not None and sorted(set(sources["hand_saw"])) == ["102844"]
+    tasks = evaluation_tasks(rows, ways=5, runs=4, seed=0, class_sources=sources)
+    summary = tasks.positives_summary()
+    assert summary["applied"] and summary["classes_without_other_recording"] == one_recording
+    assert summary["n_without_other_recording"] == summary["n_positive_same_recording"] == 4 * len(one_recording)

@@ -253,3 +253,14 @@ def test_loss_and_batch_must_agree():
         TrainConfig(loss="supcon")
     with pytest.raises(TrainingError, match="clips_per_class to be an integer >= 2"):
         TrainConfig(loss="supcon", batch="classes", clips_per_class=1)
+
+
+def test_input_pooling_happens_inside_the_model_and_takes_any_length():
+    model_cfg = dataclasses.replace(CPU_MODEL, freq_pool=2, time_pool=4)
+    assert model_cfg.embedding_input_shape((128, 431)) == (256, 4, 6) and model_cfg.min_frames() == 64
+    model = build_model(model_cfg, (128, 431), seed=0).eval()
+    with torch.no_grad():
+        for frames in (64, 345, 431):
+            assert model.embed(torch.randn(2, 128, frames)).shape == (2, CPU_MODEL.fc_units)
+    with pytest.raises(TrainingError, match="pooled by 8 x 4 first"):
+        dataclasses.replace(CPU_MODEL, freq_pool=8).embedding_input_shape((64, 431))

@@ -135,6 +135,8 @@ def test_best_checkpoint_reproduces_its_validation_accuracy(trained, data):
     with torch.no_grad():  # logits, not a saturating sigmoid
         expected = embedder.model.logits(torch.from_numpy(emb[:2]), torch.from_numpy(emb[1:])).numpy()
     np.testing.assert_allclose(sim, expected, rtol=1e-6)
+    prob = embedder.probability(emb[:2], emb[1:])  # the difference head's sigmoid, for display only
+    np.testing.assert_allclose(prob, 1 / (1 + np.exp(-sim.astype(np.float64))), rtol=1e-5)
 
 
 def test_unreadable_checkpoint_is_refused(tmp_path):
@@ -198,6 +200,37 @@ def test_stops_after_patience_validations_without_improvement(tmp_path):
     assert [r.val_accuracy for r in result.history] == [0.3, 0.5, 0.4, 0.45, 0.5]
     assert calls[0]["runs"] == 3 and calls[0]["ways"] == 5 and calls[0]["seed"] == config.seed  # ceil(12 / 5)
     assert load_checkpoint(result.best_checkpoint)["epoch"] == 4
+
+
+def test_validation_draws_positives_from_other_recordings(tmp_path):
+    """Training's validation uses evaluation's default: positives from another recording (ESC-50 src_file)."""
+    classes = [f"k{i:02d}" for i in range(12)]
+    sources = {c: [f"{c}-{k // 2}" for k in range(6)] for c in classes}  # 3 recordings x 2 clips per class
+    version = make_synthetic_version(tmp_path / "store", dataset="esc50", classes=classes, clips_per_class=6,
+                                     shape=(16, 20), seed=0, sources=sources)
+    split = Split("esc50", "file", None, {"train": classes[:7], "validation": classes[7:], "test": []})
+    run_data = run_data_from_inputs(open_training_inputs(version, write_split(split, tmp_path / "s.parquet")))
+    assert run_data.val_sources is not None
+    assert [list(run_data.val_sources[c]) for c in classes[7:]] == [sources[c] for c in classes[7:]]
+    calls = []
+
+    def evaluate(embedder, **kwargs):
+        calls.append(kwargs)
+        result = evaluate_one_shot(embedder, **kwargs)
+        calls.append(result)
+        return result
+
+    config = dataclasses.replace(TRAIN, max_epochs=2, eval_every=2, eval_tasks=20)
+    fit(run_data, TINY_MODEL, config, tmp_path / "run", device="cpu", progress=False, evaluate=evaluate)
+    assert calls[0]["class_sources"] is run_data.val_sources
+    positives = calls[1].tasks.positives_summary()
+    assert positives["applied"] is True and positives["n_positive_same_recording"] == 0
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["validation_positives"] == "other_recording"
+
+
+def test_audiomnist_validation_has_no_sources_and_says_so(data, trained):
+    assert data.val_sources is None
+    assert load_checkpoint(trained.best_checkpoint)["validation_positives"].startswith("other_recording (not applied")
 
 
 # ----------------------------------------------------------------------------- refusals

@@ -10,6 +10,7 @@ the split id, the training classes, the dataset, seeds and library versions.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,23 @@ FORMAT = "siamese-audio-checkpoint/1"
 LAST = "last.pt"
 BEST = "best.pt"
 
+#: Bounds on what a checkpoint may describe, checked before any model is built: the report's network
+#: has 38.5 M parameters on 224 x 224 inputs.
+MAX_PARAMETERS = 2**31
+MAX_INPUT_SIDE = 2**16
+#: Resume state of ``last.pt`` besides :data:`META_KEYS`.
+LAST_KEYS = ("optimizer_state", "rng_states", "epoch_losses", "epoch_accuracies", "evals_since_best", "stopped")
+STOPS = (None, "patience", "max_epochs", "max_minutes")
+
 #: Keys every checkpoint carries besides the tensors.
 META_KEYS = (
     "format", "kind", "model_config", "train_config", "input_shape", "feature_version_id", "feature_config",
     "split_id", "dataset", "training_classes", "validation_classes", "features_path", "split_path",
     "epoch", "best_val_accuracy", "best_epoch", "history", "seeds", "library_versions",
 )
+
+#: Keys newer checkpoints carry (older ones lack them): how the validation tasks drew their positives.
+OPTIONAL_META_KEYS = ("validation_positives",)
 
 
 def library_versions() -> dict[str, str]:
@@ -99,14 +111,166 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged file
-        raise TrainingError(f"Checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise TrainingError(f"Checkpoint {path}: expected format {FORMAT!r}. Got {found!r}.")
-    missing = [key for key in (*META_KEYS, "model_state") if key not in payload]
-    if missing:
-        raise TrainingError(f"Checkpoint {path}: expected keys {missing} are missing.")
+        raise TrainingError(" ".join(f"Checkpoint {path} cannot be read: {type(exc).__name__}: {exc}".split())[:500]
+                            ) from None
+    try:
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+            raise _fail(path, f"format {FORMAT!r}", found)
+        missing = [key for key in (*META_KEYS, "model_state") if key not in payload]
+        if missing:
+            raise TrainingError(f"Checkpoint {path}: expected keys {missing} are missing.")
+        validate_checkpoint(payload, path)
+    except TrainingError as exc:  # values quoted in the message may span lines (a tensor's repr)
+        raise TrainingError(" ".join(str(exc).split())) from None
     return payload
+
+
+def _fail(path: Path, what: str, got: Any) -> TrainingError:
+    text = repr(got)
+    return TrainingError(f"Checkpoint {path}: expected {what}. Got {text[:120] + ('...' if len(text) > 120 else '')}.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def expected_weights(config: ModelConfig, input_shape: tuple[int, int]) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """Names, shapes and float-ness of the weights of the network ``config`` describes for ``input_shape``.
+
+    The network is built on torch's meta device: no memory is allocated, whatever its size.
+
+    Raises
+    ------
+    TrainingError
+        The config cannot make a network for that shape (sizes past what a tensor can hold).
+    """
+    config.embedding_input_shape(input_shape)
+    try:
+        with torch.device("meta"):
+            model = SiameseNet(config, input_shape)
+    except (RuntimeError, ValueError, OverflowError) as exc:
+        raise TrainingError(f"Model config: cannot describe a network for input {input_shape} "
+                            f"({type(exc).__name__}: {exc})"[:300]) from None
+    return {name: (tuple(t.shape), torch.is_floating_point(t)) for name, t in model.state_dict().items()}
+
+
+def validate_checkpoint(payload: dict[str, Any], path: Path) -> tuple[ModelConfig, tuple[int, int]]:
+    """Bound and check a checkpoint's description and tensors before any model is built from it.
+
+    The configs must parse, the input shape be two sizes in 1..:data:`MAX_INPUT_SIDE`, the network
+    they describe hold at most :data:`MAX_PARAMETERS` parameters, the weights be finite tensors of
+    exactly that network's names, shapes and kinds (so building it allocates what the file holds),
+    the description's fields have their types, and ``last.pt`` carry a usable resume state.
+
+    Raises
+    ------
+    TrainingError
+        One line naming the checkpoint and the first field that does not fit.
+    """
+    if payload.get("kind") not in ("best", "last"):
+        raise _fail(path, "kind 'best' or 'last'", payload.get("kind"))
+    for key in ("model_config", "train_config"):
+        if not isinstance(payload[key], dict):
+            raise _fail(path, f"{key} to be a table of settings", payload[key])
+    shape = payload["input_shape"]
+    if (not isinstance(shape, (list, tuple)) or len(shape) != 2
+            or not all(_is_int(n) and 1 <= n <= MAX_INPUT_SIDE for n in shape)):
+        raise _fail(path, f"input_shape to be two sizes in 1..{MAX_INPUT_SIDE} (mels, frames)", shape)
+    shape = (int(shape[0]), int(shape[1]))
+    try:
+        config = model_config_from_dict(payload["model_config"])
+        train_config_from_dict(payload["train_config"])
+        expected = expected_weights(config, shape)
+    except TrainingError as exc:
+        raise TrainingError(f"Checkpoint {path}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(f"Checkpoint {path}: unusable settings ({type(exc).__name__}: {exc})"[:300]) from None
+    count = sum(math.prod(s) for s, _ in expected.values())
+    if count > MAX_PARAMETERS:
+        raise TrainingError(f"Checkpoint {path}: its model config describes {count:,} parameters for input "
+                            f"{shape}; expected at most {MAX_PARAMETERS:,}.")
+    _check_weights(payload["model_state"], expected, path)
+    _check_description(payload, path)
+    if payload["kind"] == "last":
+        _check_resume_state(payload, path)
+    return config, shape
+
+
+def _check_weights(state: Any, expected: dict[str, tuple[tuple[int, ...], bool]], path: Path) -> None:
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise _fail(path, "model_state to map weight names to tensors", type(state).__name__)
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise TrainingError(f"Checkpoint {path}: its weights do not fit its model config: missing "
+                            f"{missing[:5]}, unexpected {unexpected[:5]}."[:400])
+    for name, (shape, floating) in expected.items():
+        tensor = state[name]
+        if not isinstance(tensor, torch.Tensor) or torch.is_floating_point(tensor) != floating:
+            kind = "a float" if floating else "an integer"
+            raise _fail(path, f"weight {name} to be {kind} tensor", getattr(tensor, "dtype", type(tensor).__name__))
+        if tuple(tensor.shape) != shape:
+            raise TrainingError(f"Checkpoint {path}: weight {name} has shape {tuple(tensor.shape)}; its model "
+                                f"config and input shape make it {shape}.")
+        if floating and not bool(torch.isfinite(tensor).all()):
+            raise TrainingError(f"Checkpoint {path}: weight {name} holds NaN or Inf values.")
+
+
+def _check_description(payload: dict[str, Any], path: Path) -> None:
+    from siamese_audio.training.metrics import EvalRecord
+
+    for key in ("training_classes", "validation_classes"):
+        if not _texts(payload[key]):
+            raise _fail(path, f"{key} to be a list of class names", payload[key])
+    for key in ("feature_version_id", "split_id", "dataset", "features_path", "split_path"):
+        if payload[key] is not None and not isinstance(payload[key], str):
+            raise _fail(path, f"{key} to be a string", payload[key])
+    for key in ("feature_config", "seeds", "library_versions"):
+        if payload[key] is not None and not isinstance(payload[key], dict):
+            raise _fail(path, f"{key} to be a table", payload[key])
+    for key in ("epoch", "best_epoch"):
+        if not _is_int(payload[key]) or payload[key] < 0:
+            raise _fail(path, f"{key} to be a non-negative integer", payload[key])
+    if not _is_number(payload["best_val_accuracy"]):
+        raise _fail(path, "best_val_accuracy to be a number", payload["best_val_accuracy"])
+    fields = {f for f in EvalRecord.__dataclass_fields__}
+    history = payload["history"]
+    if not isinstance(history, list) or not all(
+            isinstance(r, dict) and {"epoch", "train_loss", "train_accuracy", "val_accuracy"} <= set(r) <= fields
+            and all(_is_number(v) for v in r.values()) for r in history):
+        raise _fail(path, f"history to be a list of validation records with fields among {sorted(fields)}", history)
+
+
+def _check_resume_state(payload: dict[str, Any], path: Path) -> None:
+    missing = [key for key in LAST_KEYS if key not in payload]
+    if missing:
+        raise TrainingError(f"Checkpoint {path}: a last.pt checkpoint needs its resume state; {missing} are missing.")
+    if not isinstance(payload["optimizer_state"], dict):
+        raise _fail(path, "optimizer_state to be a table", type(payload["optimizer_state"]).__name__)
+    rng = payload["rng_states"]
+    if (not isinstance(rng, dict) or not isinstance(rng.get("numpy"), dict)
+            or not isinstance(rng.get("torch"), torch.Tensor) or rng["torch"].dtype != torch.uint8):
+        raise _fail(path, "rng_states with a 'numpy' table and a 'torch' byte tensor", type(rng).__name__)
+    for key in ("epoch_losses", "epoch_accuracies"):
+        values = payload[key]
+        if not isinstance(values, list) or len(values) != payload["epoch"] or not all(_is_number(v) for v in values):
+            raise _fail(path, f"{key} to be one number per epoch run ({payload['epoch']})", values)
+    if not _is_int(payload["evals_since_best"]) or payload["evals_since_best"] < 0:
+        raise _fail(path, "evals_since_best to be a non-negative integer", payload["evals_since_best"])
+    if payload["stopped"] not in STOPS:
+        raise _fail(path, f"stopped to be one of {STOPS}", payload["stopped"])
+    if "elapsed_s" in payload and (not _is_number(payload["elapsed_s"]) or not 0 <= payload["elapsed_s"] < math.inf):
+        raise _fail(path, "elapsed_s to be a non-negative number of seconds", payload["elapsed_s"])
+
+
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
@@ -152,10 +316,12 @@ def model_from_checkpoint(payload: dict[str, Any], device: torch.device) -> Siam
 
 def checkpoint_meta(payload: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's description without tensors (JSON-able)."""
-    return {key: payload[key] for key in META_KEYS}
+    return {key: payload[key] for key in (*META_KEYS, *OPTIONAL_META_KEYS) if key in payload}
 
 
-def load_embedder(checkpoint_path: str | Path, device: str | torch.device = "auto") -> tuple[TorchEmbedder, dict]:
+def load_embedder(
+    checkpoint_path: str | Path, device: str | torch.device = "auto", *, precision: str = "auto"
+) -> tuple[TorchEmbedder, dict]:
     """Load a checkpoint as an evaluation ``Embedder``.
 
     Parameters
@@ -164,6 +330,9 @@ def load_embedder(checkpoint_path: str | Path, device: str | torch.device = "aut
         ``best.pt`` or ``last.pt`` of a run (or a run directory: its ``best.pt``).
     device : str or torch.device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    precision : str
+        :class:`TorchEmbedder`'s: ``"auto"`` (bf16 autocast on CUDA, evaluation) or
+        ``"fp32"`` (explanations, whose perturbed scores differ by 1e-3..1e-2).
 
     Returns
     -------
@@ -180,5 +349,5 @@ def load_embedder(checkpoint_path: str | Path, device: str | torch.device = "aut
     model = model_from_checkpoint(payload, torch_device)
     train_config = train_config_from_dict(payload["train_config"])
     embedder = TorchEmbedder(model, torch_device, batch_size=train_config.eval_batch_size,
-                             similarity_kind=similarity_kind(train_config.loss))
+                             similarity_kind=similarity_kind(train_config.loss), precision=precision)
     return embedder, checkpoint_meta(payload)

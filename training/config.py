@@ -118,6 +118,9 @@ class ModelConfig:
     time_pool : int
         Average the input over this many frames before the first convolution
         (inside the model: the store keeps the full-resolution features).
+    freq_pool : int
+        Average the input over this many mel bands, likewise (after the per-band
+        standardisation).
     head : str
         How two embeddings become a similarity (a logit; rank by it):
         ``"difference"`` (report: merged difference -> one linear unit),
@@ -139,6 +142,7 @@ class ModelConfig:
     batch_norm: bool = False
     global_pool: str = "none"
     time_pool: int = 1
+    freq_pool: int = 1
     head: str = "difference"
     init: str = "glorot"
 
@@ -167,6 +171,7 @@ class ModelConfig:
             raise TrainingError(f"{owner}: expected batch_norm to be true or false. Got {self.batch_norm!r} instead.")
         _choice(owner, "global_pool", self.global_pool, GLOBAL_POOLS)
         _positive_int(owner, "time_pool", self.time_pool)
+        _positive_int(owner, "freq_pool", self.freq_pool)
         _choice(owner, "head", self.head, HEADS)
         _choice(owner, "init", self.init, INITS)
 
@@ -178,16 +183,17 @@ class ModelConfig:
         TrainingError
             When the time pooling and the conv blocks' pooling would shrink the input to nothing.
         """
-        height, width = shape[0], shape[1] // self.time_pool
+        height, width = shape[0] // self.freq_pool, shape[1] // self.time_pool
         for _ in self.conv_filters:
             height, width = height // 2, width // 2
         if height < 1 or width < 1:
-            pooled = f" (time-pooled by {self.time_pool} first)" if self.time_pool > 1 else ""
+            first = self.freq_pool > 1 or self.time_pool > 1
+            pooled = f" (pooled by {self.freq_pool} x {self.time_pool} first)" if first else ""
             raise TrainingError(
                 f"Model config: {len(self.conv_filters)} conv blocks pool the input {tuple(shape)} by "
                 f"{2 ** len(self.conv_filters)}{pooled}; expected at least {2 ** len(self.conv_filters)} mels "
-                f"and frames{' after time pooling' if pooled else ''}. Use fewer conv layers"
-                f"{' or a smaller time_pool' if pooled else ''}."
+                f"and frames{' after that input pooling' if first else ''}. Use fewer conv layers"
+                f"{' or smaller freq_pool / time_pool' if first else ''}."
             )
         return (self.conv_filters[-1], height, width)
 

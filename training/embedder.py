@@ -1,12 +1,25 @@
-"""A trained :class:`~training.model.SiameseNet` as an evaluation ``Embedder`` (NumPy in, NumPy out)."""
+"""A trained :class:`~training.model.SiameseNet` as an evaluation ``Embedder`` (NumPy in, NumPy out).
+
+``similarity`` returns a score to rank by that does not saturate: the head's
+logit (a difference unit, a cosine or minus a squared distance, by the head), or
+minus the distance (contrastive training).
+A float32 sigmoid of the logit is exactly 1.0 above a logit of about 16.7
+(and 0.0 below about -103), so ranking sigmoids ties supports the network tells
+apart; ``probability`` gives the sigmoid where a probability is to be shown.
+The head runs in float32 even on CUDA (bf16 autocast is for the encoder): a
+bf16 logit keeps 8 bits of mantissa and would tie close scores again.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
+from siamese_audio.errors import TrainingError
 from siamese_audio.training.model import SiameseNet
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -20,6 +33,9 @@ def autocast_context(device: torch.device, precision: str = "auto") -> contextli
 
 
 CPU_FORWARD_BATCH = 8
+
+#: ``similarity_kind`` values: the head's logit, or the embeddings' negative distance.
+SIMILARITY_KINDS = ("logit", "distance")
 
 
 def similarity_kind(loss: str) -> str:
@@ -46,13 +62,16 @@ class TorchEmbedder:
         through a sigmoid (whose float32 value is exactly 1.0 above a logit of
         ~16.7, which would tie the top scores).
     precision : str
-        ``"auto"`` or ``"bf16"``: bf16 autocast on CUDA; ``"fp32"``: float32 everywhere.
+        ``"auto"`` or ``"bf16"``: bf16 autocast on CUDA for the encoder; ``"fp32"``: float32
+        everywhere. The similarity head always runs in float32.
     """
 
     def __init__(
         self, model: SiameseNet, device: torch.device, *, batch_size: int = 64, similarity_kind: str = "logit",
         precision: str = "auto",
     ) -> None:
+        if similarity_kind not in SIMILARITY_KINDS:
+            raise TrainingError(f"Expected similarity_kind among {list(SIMILARITY_KINDS)}. Got {similarity_kind!r}.")
         self.model = model
         self.device = device
         self.batch_size = batch_size if torch.device(device).type == "cuda" else min(batch_size, CPU_FORWARD_BATCH)
@@ -81,13 +100,94 @@ class TorchEmbedder:
             return np.zeros((0, self.model.config.fc_units), dtype=np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
 
+    def _head(self, a: np.ndarray, b: np.ndarray) -> torch.Tensor:
+        """Logits (or negative distances) of embedding pairs, in float32 without autocast."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                ta = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
+                tb = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)).to(self.device)
+                if self.similarity_kind == "distance":
+                    return -self.model.distance(ta, tb).float()
+                return self.model.logits(ta, tb).float()
+        finally:
+            self.model.train(was_training)
+
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Similarity logits of embedding pairs, [shape=(P, D)] each -> [shape=(P,), float32]; higher is more similar."""
-        with self._inference():
-            ta = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
-            tb = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)).to(self.device)
-            if self.similarity_kind == "distance":
-                score = -self.model.distance(ta, tb)
+        """Score to rank pairs by, [shape=(P, D)] each -> [shape=(P,), float32]; higher is more similar.
+
+        The head's logit (``"logit"``) or minus the distance (``"distance"``):
+        unbounded, so that scores the network tells apart stay apart.
+        """
+        return self._head(a, b).cpu().numpy().astype(np.float32, copy=False)
+
+    def probability(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Probability that each pair is of one class, the sigmoid of the logit, [shape=(P,), float32].
+
+        For showing a probability only; rank by :meth:`similarity`, which does
+        not saturate. Only the difference head's unit is a probability's logit
+        (cosine and euclidean heads, and contrastive networks, have none).
+        """
+        head = getattr(self.model.config, "head", "difference")
+        if self.similarity_kind != "logit" or head != "difference":
+            raise TrainingError(f"This network (head {head!r}, scores {self.similarity_kind!r}) has no probability "
+                                f"head; use similarity() to rank pairs.")
+        return torch.sigmoid(self._head(a, b)).cpu().numpy().astype(np.float32, copy=False)
+
+
+def parametrised_layers(model: SiameseNet) -> list[tuple[str, torch.nn.Module]]:
+    """Modules holding their own parameters, from the top of the network down.
+
+    The order is the order in which a forward pass (embedding two clips, then
+    scoring the pair) calls them, reversed: the head first, then the encoder's
+    layers from the last applied to the first (registration order can differ:
+    a projection registered after the convolutions runs after them). Modules a
+    forward pass never calls (a head the similarity does not use) come first.
+    """
+    named = [(name, module) for name, module in model.named_modules()
+             if name and any(True for _ in module.parameters(recurse=False))]
+    called: list[str] = []
+    handles = [module.register_forward_hook(lambda *_, name=name: called.append(name)) for name, module in named]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            embedded = model.embed(torch.zeros((2, *model.encoder.input_shape), device=device))
+            model.logits(embedded[:1], embedded[1:])
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    order = list(dict.fromkeys(called))[::-1]
+    modules = dict(named)
+    return [(name, modules[name]) for name, _ in named if name not in order] + [(name, modules[name]) for name in order]
+
+
+def randomisation_cascade(embedder: TorchEmbedder, *, seed: int) -> Iterator[tuple[str, TorchEmbedder]]:
+    """Model-parameter randomisation (Adebayo et al., 2018): a copy re-initialised from the top down.
+
+    Yields ``(name, embedder)`` once per parametrised layer
+    (:func:`parametrised_layers`): first with the head re-initialised, then also
+    the layer below it, and so on to the first layer. Layers are re-initialised
+    with their own ``reset_parameters`` (PyTorch's default init; a batch norm's
+    also resets its running statistics) under a generator seeded by ``seed``.
+    The input standardisation (buffers of the network itself, not a layer) is
+    kept. One copy of the model is randomised further at each step, so use each
+    stage before drawing the next.
+    """
+    model = copy.deepcopy(embedder.model)
+    device = torch.device(embedder.device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    for index, (name, module) in enumerate(parametrised_layers(model)):
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(seed) * 1000 + index)
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
             else:
-                score = self.model.logits(ta, tb).float()
-        return score.float().cpu().numpy().astype(np.float32, copy=False)
+                with torch.no_grad():
+                    for param in module.parameters(recurse=False):
+                        param.normal_(0.0, 0.02)
+        yield name, TorchEmbedder(model, embedder.device, batch_size=embedder.batch_size,
+                                  similarity_kind=embedder.similarity_kind, precision=embedder.precision)

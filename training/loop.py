@@ -12,6 +12,9 @@ stage's public scoring; the same tasks (seeded by the run's seed) at every
 validation, so that validations compare like with like. It stops after
 ``patience`` validations without improvement, at ``max_epochs``, or when the
 ``max_minutes`` wall-clock budget (validations included) would be exceeded.
+Validation tasks follow evaluation's default rule for positives: from another
+source recording than the query's where the catalog knows the sources (ESC-50);
+scores are the head's logits (no saturated, tied similarities).
 
 At every validation the run directory gets ``last.pt`` (resumable state),
 ``best.pt`` when the accuracy improved, ``metrics.csv`` and ``curves.png``.
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 
 from siamese_audio.errors import TrainingError
-from siamese_audio.evaluation import evaluate_one_shot
+from siamese_audio.evaluation import POSITIVES_OTHER_RECORDING, evaluate_one_shot
 from siamese_audio.memory import keep_training_buffers
 from siamese_audio.training.augment import augment
 from siamese_audio.training.checkpoint import (
@@ -67,6 +70,9 @@ CURVES_PNG = "curves.png"
 #: Training-config fields a resumed run may change: budgets, not the schedule or the data.
 RESUMABLE_CHANGES = ("max_minutes",)
 
+#: Validation positives come from another recording than the query's (evaluation's default rule).
+VALIDATION_POSITIVES = POSITIVES_OTHER_RECORDING
+
 
 @dataclass(frozen=True)
 class RunData:
@@ -82,6 +88,10 @@ class RunData:
         ``(n_mels, n_frames)`` of one clip.
     meta : dict
         ``feature_version_id, feature_config, split_id, dataset, features_path, split_path``.
+    val_sources : dict[str, np.ndarray] or None
+        Source recording of each validation clip (aligned with ``val_rows``), or
+        None when the catalog has none: validation positives then come from
+        another recording than the query's where one exists.
     """
 
     train_rows: dict[str, np.ndarray]
@@ -89,20 +99,26 @@ class RunData:
     read: ReadFn
     shape: tuple[int, int]
     meta: dict[str, Any] = field(default_factory=dict)
+    val_sources: dict[str, np.ndarray] | None = None
 
     def run_meta(self) -> dict[str, Any]:
-        """The checkpoint's description of the data."""
+        """The checkpoint's description of the data (and of the validation tasks' positive rule)."""
         defaults = {"feature_version_id": None, "feature_config": None, "split_id": None, "dataset": None,
                     "features_path": None, "split_path": None}
         return {**defaults, **self.meta, "training_classes": sorted(map(str, self.train_rows)),
-                "validation_classes": sorted(map(str, self.val_rows))}
+                "validation_classes": sorted(map(str, self.val_rows)),
+                "validation_positives": VALIDATION_POSITIVES if self.val_sources is not None
+                else f"{VALIDATION_POSITIVES} (not applied: the catalog records no source recording)"}
 
 
 def run_data_from_inputs(inputs: TrainingInputs) -> RunData:
     """:class:`RunData` of an opened feature version and split."""
+    from siamese_audio.manifests.split_catalog import clip_sources
+
     version, split = inputs.version, inputs.split
     return RunData(
         train_rows=inputs.train_rows, val_rows=inputs.val_rows, read=version.read, shape=inputs.shape,
+        val_sources=clip_sources(version, inputs.val_rows),
         meta={"feature_version_id": version.version_id, "feature_config": dict(version.feature_config),
               "split_id": split.split_id, "dataset": version.dataset, "features_path": str(version.path),
               "split_path": str(inputs.split_path)},
@@ -256,7 +272,7 @@ def validate(
     result = evaluate(
         embedder, read=data.read, class_rows=data.val_rows, ways=config.ways,
         runs=validation_runs(config.eval_tasks, len(data.val_rows)), seed=config.seed,
-        batch_size=config.eval_batch_size,
+        batch_size=config.eval_batch_size, class_sources=data.val_sources,
     )
     ci = getattr(result, "ci95", (0.0, 0.0))
     return float(result.accuracy), int(getattr(result, "n_tasks", 0)), (float(ci[0]), float(ci[1]))
@@ -496,12 +512,17 @@ def _resume_state(last_path: Path, described: dict[str, Any], model: SiameseNet,
     remove_stale_temporaries(last_path.parent)
     payload = load_checkpoint(last_path)
     _check_resume(payload, described, last_path)
-    model.load_state_dict(payload["model_state"])
-    optimizer.load_state_dict(payload["optimizer_state"])
-    restore_rng_states(payload["rng_states"], rng)
+    try:
+        model.load_state_dict(payload["model_state"])
+        optimizer.load_state_dict(payload["optimizer_state"])
+        restore_rng_states(payload["rng_states"], rng)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise TrainingError(f"Cannot resume {last_path}: its optimizer or generator state does not fit this run "
+                            f"({type(exc).__name__}: {exc})"[:400]) from None
     stopped = payload["stopped"]
-    if stopped == "max_minutes" and (not config.max_minutes or payload.get("elapsed_s", 0.0) < 60 * config.max_minutes):
-        stopped = None  # a larger budget: go on where the last one ended
+    saved_budget = float(payload["train_config"].get("max_minutes", 0.0))
+    if stopped == "max_minutes" and (not config.max_minutes or config.max_minutes > saved_budget):
+        stopped = None  # a larger budget (or none): go on where the last one ended
     return _State(
         epoch=payload["epoch"], epoch_losses=list(payload["epoch_losses"]),
         epoch_accuracies=list(payload["epoch_accuracies"]),
@@ -521,6 +542,7 @@ def _fresh_state(run_dir: Path, data: RunData, model: SiameseNet, model_config: 
             f"or choose another --out."
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)  # of a first last.pt write that a kill interrupted
     torch.manual_seed(train_config.seed)
     if model_config.input_norm != "none":
         per_band = model_config.input_norm == "per_band"

@@ -55,7 +55,7 @@ class Encoder(nn.Module):
                 layers.append(nn.Dropout(config.dropout_conv))
             in_channels = filters
         self.global_pool = config.global_pool
-        self.time_pool = config.time_pool
+        self.input_pool = (config.freq_pool, config.time_pool)
         if config.global_pool == "none":
             layers += [nn.Flatten(), nn.Linear(channels * height * width, config.fc_units), nn.ReLU()]
             if config.dropout_fc > 0:
@@ -77,9 +77,10 @@ class Encoder(nn.Module):
 
         With global pooling any ``n_frames`` of at least ``config.min_frames()`` works.
         """
-        if self.time_pool > 1:
-            x = F.avg_pool1d(x, self.time_pool)
-        h = self.layers(x.unsqueeze(1))
+        h = x.unsqueeze(1)
+        if self.input_pool != (1, 1):
+            h = F.avg_pool2d(h, self.input_pool)
+        h = self.layers(h)
         if self.project is None:
             return h
         if self.global_pool == "avg":

@@ -3,7 +3,8 @@
 Convention for every subcommand: with ``--json``, stdout carries exactly one
 line, a JSON object; progress bars and logs go to stderr (``-v`` for more,
 ``-q`` for less). Errors of the :class:`~siamese_audio.errors.SiameseAudioError`
-family print their message on stderr and exit with status 2.
+family print their message on stderr and exit with status 2, as do system errors
+(``OSError``: a full disk, a permission) that reach it: one line, no traceback.
 
 This package is the shell above the stages: it may import any of them, and it
 composes them where one stage needs another's product (``evaluate`` loads a
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -24,7 +26,8 @@ from siamese_audio.logs import configure
 # Modules that register their own subcommands with add_parser(subparsers), in help order.
 SUBCOMMAND_MODULES = (
     "siamese_audio.cli.build", "siamese_audio.cli.splits", "siamese_audio.cli.download",
-    "siamese_audio.cli.train", "siamese_audio.cli.tune", "siamese_audio.cli.evaluate", "siamese_audio.cli.demo",
+    "siamese_audio.cli.train", "siamese_audio.cli.tune", "siamese_audio.cli.evaluate", "siamese_audio.cli.explain",
+    "siamese_audio.cli.demo",
 )
 
 
@@ -60,3 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout closed early (e.g. piped into head): not an error of the command
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # The system refused a read or a write the stages did not expect to fail (a full disk, a
+        # permission, a file gone): one line naming it; the traceback with -v.
+        logging.getLogger(__name__).debug("traceback", exc_info=True)
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"siamese-audio {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2

@@ -22,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clips-per-shard", type=int, default=32, help="clips per shard and per Dask task (default 32)")
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="when another build holds this version's lock, wait up to SECONDS (default: stop at once)")
+    p.add_argument("--repair", action="store_true",
+                   help="the version is sealed but damaged: rewrite its damaged files from the sources")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON line on stdout")
     p.set_defaults(func=run_build)
@@ -49,11 +51,12 @@ def run_build(args: argparse.Namespace) -> int:
         dataset=args.dataset, source_dir=args.source_dir, store_root=args.store, seed=args.seed,
         crop_long=args.crop_long, strict=args.strict, workers=args.workers, scheduler=args.scheduler,
         layout=StoreLayout(clips_per_shard=args.clips_per_shard), progress=not args.no_progress,
-        lock_wait_s=args.wait_lock,
+        lock_wait_s=args.wait_lock, repair=args.repair,
     )
     result = build(cfg)
     lines = [
-        f"version {result.version_id}" + (" (already sealed: nothing to do)" if result.already_sealed else ""),
+        f"version {result.version_id}" + (" (already sealed: nothing to do)" if result.already_sealed else "")
+        + (f" (repaired: {len(result.repaired)} damaged files rewritten)" if result.repaired else ""),
         f"path    {result.path}",
         f"stored  {result.n_stored} clips in {len(result.class_counts)} classes; rejected {result.n_rejected}",
     ]

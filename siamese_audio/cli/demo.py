@@ -20,6 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-minutes", type=float, default=None,
                    help="training budget in minutes (default: the preset's; cpu-esc50: 20)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--explain-tasks", type=int, default=3, metavar="N",
+                   help="test tasks to explain with SINEX at the end (default 3; 0 skips)")
+    p.add_argument("--sonify", action=argparse.BooleanOptionalAction, default=True,
+                   help="write WAVs of the first explained task (default on; Griffin-Lim takes seconds a clip)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_demo)
 
@@ -30,6 +34,6 @@ def run_demo(args: argparse.Namespace) -> int:
 
     result = run(DemoConfig(out=args.out, data=args.data, dataset=args.dataset, workers=args.workers,
                             seed=args.seed, max_epochs=args.max_epochs, max_minutes=args.max_minutes,
-                            device=args.device))
+                            device=args.device, explain_tasks=args.explain_tasks, sonify=args.sonify))
     emit(result.summary, args.json, result.text())
     return 0

@@ -5,7 +5,7 @@
     siamese-audio evaluate CHECKPOINT --features VERSION_PATH --split SPLIT.parquet [--split ...]
         [--regenerate K [--test-classes N]] [--subset test|validation] [--ways C] [--runs N] [--seed N]
         [--batch-size B] [--out REPORT_DIR] [--device auto] [--allow-overlap] [--allow-feature-mismatch]
-        [--no-curve] [--no-baseline] [--json]
+        [--same-source-ok] [--no-curve] [--no-baseline] [--json]
 
 The shell composes the stages here: it loads the checkpoint with training's
 loader and hands evaluation the embedder and the checkpoint's description;
@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from siamese_audio.cli.output import emit
+from siamese_audio.cli.output import check_out_dir, emit
 from siamese_audio.errors import EvaluationError
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,9 @@ def add_parser(subparsers: Any) -> None:
         description=(
             "Evaluate a checkpoint with C-way one-shot tasks on the test (or validation) classes of one or "
             "several splits, on any feature version of its dataset. Writes report.json, report.md, CSVs and "
-            "PNGs to --out. Refuses evaluating classes the checkpoint trained on, and feature versions "
-            "computed with other settings, unless allowed."
+            "PNGs to --out. Refuses evaluating classes the checkpoint trained on or was validated on, and "
+            "feature versions computed with other settings, unless allowed. Positive supports come from "
+            "another recording than the query's where the catalog knows the sources (ESC-50)."
         ),
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="best.pt / last.pt, or a run directory (its best.pt)")
@@ -43,7 +44,8 @@ def add_parser(subparsers: Any) -> None:
                    help="split manifest to evaluate (repeat for several)")
     p.add_argument("--regenerate", type=int, default=None, metavar="K",
                    help="also draw K random splits (seeds SEED..SEED+K-1) whose test classes avoid the "
-                        "checkpoint's training classes; they are evaluated on their test classes")
+                        "checkpoint's training and validation classes; they are evaluated on their test classes, "
+                        "and the headline is the mean over splits with a 95%% t-interval")
     p.add_argument("--test-classes", type=int, default=5, metavar="N",
                    help="test classes of each regenerated split (default 5, as the report)")
     p.add_argument("--subset", choices=("test", "validation"), default="test",
@@ -56,7 +58,11 @@ def add_parser(subparsers: Any) -> None:
                    help="report directory (default: 'evaluation' next to the checkpoint)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--allow-overlap", action="store_true",
-                   help="evaluate even when evaluating classes were training classes (not one-shot)")
+                   help="evaluate even when evaluating classes were training or validation classes of the "
+                        "checkpoint (not one-shot; the report names them and how they were seen)")
+    p.add_argument("--same-source-ok", action="store_true",
+                   help="let the positive support come from the query's own source recording (ESC-50 src_file), "
+                        "as the report's protocol did; default: from another recording where one exists")
     p.add_argument("--allow-feature-mismatch", action="store_true",
                    help="evaluate on a feature version whose feature config differs from the checkpoint's")
     p.add_argument("--no-curve", action="store_true", help="skip accuracy for C = 2 .. number of classes")
@@ -85,8 +91,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.regenerate is not None and args.subset != "test":
         raise EvaluationError("Regenerated splits are evaluated on their test classes; use --subset test "
                               f"with --regenerate (got --subset {args.subset}).")
+    out_dir = check_out_dir(args.out or default_out_dir(args.checkpoint), option="--out", error=EvaluationError)
     settings = EvaluationSettings(ways=args.ways, runs=args.runs, seed=args.seed, batch_size=args.batch_size,
-                                  curve=not args.no_curve, baseline=not args.no_baseline)
+                                  curve=not args.no_curve, baseline=not args.no_baseline,
+                                  same_source_ok=args.same_source_ok)
     version = open_version(args.features)
     sources = [SplitSource(split=read_split(p), path=str(p)) for p in args.split]
     log.info(f"loading {args.checkpoint} (device {args.device})")
@@ -95,6 +103,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.regenerate is not None:
         drawn, notes = regenerate_splits(version, meta.get("training_classes", []), k=args.regenerate,
                                          seed=args.seed, n_classes=args.test_classes,
+                                         validation_classes=meta.get("validation_classes") or [],
                                          allow_overlap=args.allow_overlap)
         sources += drawn
     log.info(f"evaluating {len(sources)} split(s): {settings.ways}-way, {settings.runs} tasks per class")
@@ -102,32 +111,42 @@ def run_evaluate(args: argparse.Namespace) -> int:
         embedder, meta, version, sources, settings, checkpoint=str(args.checkpoint), subset=args.subset,
         allow_overlap=args.allow_overlap, allow_feature_mismatch=args.allow_feature_mismatch, notes=notes,
     )
-    out_dir = Path(args.out) if args.out else default_out_dir(args.checkpoint)
     write_report(report, out_dir)
     for note in report.notes:
         log.info(f"note: {note}")
     summary: dict[str, Any] = {
-        **report.pooled(),
-        "split_ids": report.context["split_ids"],
-        "distribution": {k: v.to_dict() for k, v in report.distribution().items()},
+        **report.summary(),
         "ways": settings.ways, "runs": settings.runs, "seed": settings.seed,
         "feature_version_id": version.version_id, "checkpoint": str(args.checkpoint),
-        "report_dir": str(out_dir), "notes": list(report.notes),
+        "report_dir": str(out_dir),
     }
     emit(summary, args.json, _text(summary))
     return 0
 
 
 def _text(s: dict[str, Any]) -> str:
-    low, high = s["ci95"]
-    lines = [f"{s['ways']}-way one-shot accuracy: {s['accuracy']:.3f} "
-             f"(95% Wilson CI {low:.3f}-{high:.3f}, {s['n_tasks']} tasks)"]
+    head, pooled = s["headline"], s["pooled"]
+    low, high = head["ci95"]
+    if head["kind"] == "mean_over_splits":
+        lines = [f"{s['ways']}-way one-shot accuracy, mean over {head['n_splits']} splits: {head['accuracy']:.3f} "
+                 f"(95% t-interval over split means {low:.3f}-{high:.3f}; sd {head['sd']:.3f}, "
+                 f"min {head['min']:.3f}, max {head['max']:.3f})",
+                 f"  pooled over all {pooled['n_tasks']} tasks: {pooled['accuracy']:.3f} (95% Wilson CI, pooled "
+                 f"as if independent: {pooled['ci95'][0]:.3f}-{pooled['ci95'][1]:.3f}; too narrow)"]
+        for split in s["splits"]:
+            lines.append(f"  split {split['split_id']} [{', '.join(split['classes'])}]: {split['accuracy']:.3f} "
+                         f"(95% Wilson CI {split['ci95'][0]:.3f}-{split['ci95'][1]:.3f}, {split['n_tasks']} tasks)")
+    else:
+        lines = [f"{s['ways']}-way one-shot accuracy: {head['accuracy']:.3f} "
+                 f"(95% Wilson CI {low:.3f}-{high:.3f}, {s['n_tasks']} tasks)"]
     if s["baseline_accuracy"] is not None:
         lines.append(f"baseline (cosine of raw log-mels): {s['baseline_accuracy']:.3f}")
-    dist = s["distribution"]["accuracy"]
-    if dist["n"] > 1:
-        lines.append(f"over {dist['n']} splits: mean {dist['mean']:.3f}, sd {dist['sd']:.3f}, "
-                     f"min {dist['min']:.3f}, max {dist['max']:.3f}")
+    lines.append(f"tied top scores: {s['n_tied_top']} of {s['n_tasks']} tasks")
+    lines.append(f"positive supports: {s['positives']['description']}")
+    if s["overlap"]:
+        seen = "; ".join(f"{sid}: " + ", ".join(f"{c} ({how})" for c, how in classes.items())
+                         for sid, classes in s["overlap"].items())
+        lines.append(f"seen by the checkpoint (--allow-overlap, not one-shot): {seen}")
     lines += [f"  {c}: {a:.3f}" for c, a in s["per_class"].items()]
     lines.append(f"report: {s['report_dir']}")
     return "\n".join(lines)

@@ -55,6 +55,8 @@ def _make(args: argparse.Namespace, version) -> Split:
     if args.scheme is None:
         raise SplitError("Expected --scheme report|random|metaaudio or --from FILE. Got neither.")
     if args.scheme == "random":
+        if args.seed is not None and args.seed < 0:  # one rule for seeds (build, train, evaluate)
+            raise SplitError(f"Expected --seed to be a non-negative integer. Got {args.seed}.")
         return splits.make_random_split(
             args.dataset, seed=0 if args.seed is None else args.seed, sizes=args.sizes, classes=classes,
         )

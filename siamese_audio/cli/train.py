@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from siamese_audio.cli.output import emit
+from siamese_audio.cli.output import check_out_dir, emit
 from siamese_audio.errors import TrainingError
 from siamese_audio.training.config import (
     PRESETS,
@@ -112,7 +112,7 @@ def train_from_args(args: argparse.Namespace) -> TrainResult:
         missing = [f"--{name}" for name in ("features", "split", "out") if getattr(args, name) is None]
         if missing:
             raise TrainingError(f"train: expected {', '.join(missing)} (or --resume RUN_DIR).")
-        run_dir = args.out
+        run_dir = check_out_dir(args.out, option="--out", error=TrainingError)
         model, train = configs_from_args(args)
         if args.max_minutes is not None:
             train = dataclasses.replace(train, max_minutes=args.max_minutes)
