@@ -394,10 +394,11 @@ CPU_MODEL = ModelConfig(conv_filters=(32, 64, 128, 256), conv_kernels=(3, 3, 3, 
                         input_norm="per_band", batch_norm=True, global_pool="avgmax", time_pool=4, head="cosine",
                         init="torch")
 #: Its training: supervised contrastive loss over every pair of 32 classes x 4 clips, AdamW, warm-up and
-#: cosine decay, random 4 s crops and SpecAugment masks, a 20-minute budget on 2 cores.
+#: cosine decay, random 4 s crops and SpecAugment masks, a 20-minute budget on 2 cores. 1,000 steps: the
+#: cosine reaches 0 in ~17 quiet minutes at 1.0 s/step (2 threads, measured), the budget stops a slower machine.
 CPU_TRAIN = TrainConfig(loss="supcon", batch="classes", classes_per_batch=32, clips_per_class=4, temperature=0.1,
                         lr=2e-3, optimizer="adamw", weight_decay=1e-4, lr_schedule="cosine", warmup_epochs=40,
-                        max_epochs=800, max_minutes=20.0, eval_every=100, eval_tasks=1000, patience=100,
+                        max_epochs=1000, max_minutes=20.0, eval_every=100, eval_tasks=1000, patience=100,
                         crop_frames=345, freq_masks=2, freq_mask_bands=16, time_masks=2, time_mask_frames=34)
 
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
