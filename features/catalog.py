@@ -13,7 +13,8 @@ BASE_COLUMNS: dict[str, str] = {
     "clip_id": "string",
     "class": "string",
     "source_path": "string",   # relative to the dataset root
-    "source_hash": "string",   # SHA-256 of the file's bytes ("" if unreadable)
+    "source_hash": "string",   # hash of the file's bytes, hex ("" if unreadable)
+    "source_hash_algorithm": "string",  # which hash: "blake3" (b3sum prints the same), "" if none
     "sample_rate": "int64",    # as read (0 if not decoded)
     "channels": "int64",       # as read (0 if not decoded)
     "n_samples": "int64",      # as read, at the file's own rate (0 if not decoded)
