@@ -123,7 +123,8 @@ def build(cfg: BuildConfig) -> BuildResult:
         warming = _warm_workers(client, config)  # held: a released future may be cancelled
         result = _build_with(client, cfg, config, scan, cache, known, store_root, listed_at_ns, timing)
         del warming
-        return result
+    result.timing = {**timing, "total_s": time.perf_counter() - t0}
+    return result
 
 
 def _warm_workers(client, config: FeatureConfig) -> list:
@@ -239,7 +240,6 @@ def _write_version(client, cfg: BuildConfig, config: FeatureConfig, sources: _So
     t0 = time.perf_counter()
     result = _seal(planned, sources, len(batches))
     timing["seal_s"] = time.perf_counter() - t0
-    result.timing = timing
     return result
 
 
