@@ -82,11 +82,12 @@ def hash_sources(client, scan: DatasetScan, cache: HashCache, known: list[str | 
     unreadable: list[tuple[int, str]] = []
     changed: set[int] = set()
     n_bytes = sum(scan.clips[i].stat.size for i in todo if scan.clips[i].stat is not None)
+    batches: list[list[int]] = []
     if todo:
         batches = _batches(scan, todo, n_workers=len(client.scheduler_info().get("workers", {})) or 1)
-        futures = [client.submit(hash_batch, tuple(str(scan.root / scan.clips[i].source_path) for i in b),
-                                 cache.algorithm, pure=False, key=f"hash-{k}-{len(todo)}-{os.getpid()}-{t0}")
-                   for k, b in enumerate(batches)]
+        paths = [tuple(str(scan.root / scan.clips[i].source_path) for i in b) for b in batches]
+        futures = client.map(hash_batch, paths, [cache.algorithm] * len(paths), pure=False,
+                             key=[f"hash-{k}-{os.getpid()}-{t0}" for k in range(len(paths))])
         for batch, results in zip(batches, client.gather(futures)):
             for i, (digest, size, mtime_ns, reason) in zip(batch, results):
                 if digest is None:
@@ -104,7 +105,7 @@ def hash_sources(client, scan: DatasetScan, cache: HashCache, known: list[str | 
     written = cache.save(keep, listed_at_ns=listed_at_ns)
     return Hashed(hashes=hashes, unreadable=sorted(unreadable), timing={
         "hash_s": time.perf_counter() - t0, "files": len(known), "cached": len(known) - len(todo),
-        "hashed": len(todo), "hashed_bytes": n_bytes, "cache_written": written,
+        "hashed": len(todo), "hashed_bytes": n_bytes, "tasks": len(batches), "cache_written": written,
     })
 
 
