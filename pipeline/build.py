@@ -192,7 +192,7 @@ def _build_with(client, cfg: BuildConfig, config: FeatureConfig, scan: DatasetSc
 
     # Before the workers hash: they must see the sources and the store at the client's paths.
     check_workers(client, source_file=scan.root / scan.clips[0].source_path, store_dir=dataset_dir)
-    hashed = hash_sources(client, scan, cache, known, listed_at_ns=listed_at_ns)
+    hashed = hash_sources(client, scan, cache, known, listed_at_ns=listed_at_ns, meanwhile=_client_imports)
     timing["hash"] = hashed.timing
     sources = _sources(scan, hashed)
     vid, inputs = _fingerprint(cfg, config, sources)
@@ -219,6 +219,13 @@ def _build_with(client, cfg: BuildConfig, config: FeatureConfig, scan: DatasetSc
         repair.check_repaired(path, old_files)
         result.repaired = repaired
         return result
+
+
+def _client_imports() -> None:
+    """What the client imports to plan and seal (zarr, pyarrow: ~0.5 s), done while the workers hash."""
+    import pyarrow.json  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    import zarr  # noqa: F401
 
 
 def _write_version(client, cfg: BuildConfig, config: FeatureConfig, sources: _Sources,

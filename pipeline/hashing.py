@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +65,7 @@ def cached_hashes(scan: DatasetScan, cache: HashCache) -> list[str | None]:
 
 
 def hash_sources(client, scan: DatasetScan, cache: HashCache, known: list[str | None], *,
-                 listed_at_ns: int) -> Hashed:
+                 listed_at_ns: int, meanwhile: Callable[[], None] | None = None) -> Hashed:
     """Hash on the workers every clip that ``known`` lacks; update the cache.
 
     Parameters
@@ -75,6 +76,8 @@ def hash_sources(client, scan: DatasetScan, cache: HashCache, known: list[str | 
         :func:`cached_hashes` of ``scan``.
     listed_at_ns : int
         When the files were listed (``time.time_ns()``): files modified just before are not cached.
+    meanwhile : callable, optional
+        Client work to do while the workers hash (called once, after the tasks are submitted).
     """
     t0 = time.perf_counter()
     todo = [i for i, h in enumerate(known) if h is None]
@@ -88,6 +91,8 @@ def hash_sources(client, scan: DatasetScan, cache: HashCache, known: list[str | 
         paths = [tuple(str(scan.root / scan.clips[i].source_path) for i in b) for b in batches]
         futures = client.map(hash_batch, paths, [cache.algorithm] * len(paths), pure=False,
                              key=[f"hash-{k}-{os.getpid()}-{t0}" for k in range(len(paths))])
+        if meanwhile is not None:
+            meanwhile()
         for batch, results in zip(batches, client.gather(futures)):
             for i, (digest, size, mtime_ns, reason) in zip(batch, results):
                 if digest is None:
