@@ -198,10 +198,13 @@ def measure(src: Path, n: int, store: Path, work: Path, workers: int, env: dict[
            "hash_s": t["hash"]["hash_s"], "plan_s": t["plan_s"], "graph_s": t["graph_wall_s"], "seal_s": t["seal_s"],
            "hash_tasks": t["hash"]["tasks"], "write_tasks": len(t["tasks"]), "client_rss_mb": client_rss,
            "scheduler_rss_mb": sched_rss, "worker_rss_mb": max(worker_rss), "noop_s": noop_wall,
-           "noop_client_rss_mb": noop_rss, "load": load, "load_after": os.getloadavg()[0]}
+           "noop_client_rss_mb": noop_rss, "load": load, "load_after": os.getloadavg()[0],
+           "worker_cpu_ms_per_clip": 1000 * sum(x["cpu_s"] for x in t["tasks"]) / n,
+           "hashed_mb": t["hash"]["hashed_bytes"] / 1e6}
     print(f"  {n:>7,} clips: whole command {wall:7.1f} s = {1000 * wall / n:.2f} s per 1,000 clips; work "
           f"{1000 * work_s / n:.2f} s per 1,000 (listing {t['scan_s']:.2f} s, hashing {row['hash_s']:.2f} s, plan "
-          f"{t['plan_s']:.2f} s, graph {t['graph_wall_s']:.1f} s, seal {t['seal_s']:.2f} s); graph "
+          f"{t['plan_s']:.2f} s, graph {t['graph_wall_s']:.1f} s, seal {t['seal_s']:.2f} s); write tasks' CPU "
+          f"{row['worker_cpu_ms_per_clip']:.2f} ms per clip; hashed {row['hashed_mb']:.0f} MB; graph "
           f"{row['hash_tasks']} hash + {row['write_tasks']} write tasks; peak RSS client {client_rss:.0f} MB, "
           f"scheduler {sched_rss:.0f} MB, workers {max(worker_rss):.0f} MB; no-op rebuild {noop_wall:.2f} s "
           f"(client {noop_rss:.0f} MB); load {load:.2f} -> {row['load_after']:.2f}", flush=True)
