@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ BASE_COLUMNS: dict[str, str] = {
     "clip_id": "string",
     "class": "string",
     "source_path": "string",   # relative to the dataset root
-    "source_hash": "string",   # SHA-256 of the file's bytes ("" if unreadable)
+    "source_hash": "string",   # hash of the file's bytes, hex ("" if unreadable)
+    "source_hash_algorithm": "string",  # which hash: "blake3" (b3sum prints the same), "" if none
     "sample_rate": "int64",    # as read (0 if not decoded)
     "channels": "int64",       # as read (0 if not decoded)
     "n_samples": "int64",      # as read, at the file's own rate (0 if not decoded)
@@ -34,10 +36,23 @@ def write_catalog(path: Path, records: Iterable[dict[str, Any]], extra_columns: 
     """Write catalog records to Parquet, sorted by clip id then source path.
 
     Nothing time-dependent goes into the file, so the same records give the same bytes.
+    The table is parsed from JSON lines by Arrow's C++ reader rather than built from
+    Python lists: the same table and the same bytes, without pyarrow importing pandas
+    for its list conversion (half a second of the build's client).
     """
     import pyarrow as pa
+    import pyarrow.json as pj
+
     columns = {**BASE_COLUMNS, **extra_columns}
     rows = sorted(records, key=lambda r: (r["clip_id"], r["source_path"], r["reason"]))
     schema = pa.schema([(name, _arrow_type(kind)) for name, kind in columns.items()])
-    table = pa.table({name: [r.get(name) for r in rows] for name in columns}, schema=schema)
+    if rows:
+        lines = b"".join(json.dumps({name: r.get(name) for name in columns}, ensure_ascii=False).encode() + b"\n"
+                         for r in rows)
+        table = pj.read_json(
+            pa.BufferReader(lines), read_options=pj.ReadOptions(use_threads=False, block_size=1 << 24),
+            parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error"),
+        ).combine_chunks()
+    else:
+        table = schema.empty_table()
     write_parquet_atomic(path, table, compression="zstd", write_statistics=False, store_schema=False)

@@ -2,7 +2,8 @@
 
 What it covers, and nothing else:
 
-- the source files' content hashes (and their clip ids and relative paths);
+- the source files' content hashes (:data:`SOURCE_HASH`, with their clip ids and relative paths):
+  the bytes, never their names' timestamps, so the same files under new mtimes keep the id;
 - the feature config, the store layout, the pad seed and the crop flag;
 - :data:`FEATURE_FORMAT_VERSION`, which stands for the code that turns those
   inputs into bytes (everything under ``features/``: decoding, resampling,
@@ -33,7 +34,12 @@ from siamese_audio.versions import library_versions
 #: 2: clips that 1 stored (or crashed on) are rejected, with their reason in the catalog: a log-mel
 #:    that is not finite, a header whose rate, channels or length is out of bounds, a file that is
 #:    not regular, a name with control characters or not UTF-8, a number past int64 (issue 15).
-FEATURE_FORMAT_VERSION = 2
+#: 3: source content ids are BLAKE3 (were SHA-256), and the catalog says so in a new column,
+#:    ``source_hash_algorithm``; the build plan records it too (issue 14).
+FEATURE_FORMAT_VERSION = 3
+
+#: The hash of the source files' bytes that the version id and the catalog carry (``source_hash``).
+SOURCE_HASH = "blake3"
 
 #: Libraries whose versions can change the stored bytes (librosa is no longer one: the
 #: runtime computes its log-mel in NumPy and scipy.fft).
@@ -90,6 +96,7 @@ def version_id(
         "seed": int(seed),
         "crop_long": bool(crop_long),
         "feature_format": FEATURE_FORMAT_VERSION,
+        "source_hash": SOURCE_HASH,
         "libraries": byte_library_versions(),
     }
     h = hashlib.blake2b(digest_size=10)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from siamese_audio.features.config import FeatureConfig
+from siamese_audio.features.fingerprint import SOURCE_HASH
 from siamese_audio.features.layout import StoreLayout
 
 
@@ -21,10 +22,11 @@ def plan_record(*, version_id: str, dataset: str, clips: Sequence[tuple[Any, str
     Parameters
     ----------
     clips : sequence of (ClipSource, content_hash)
-        In store-row order.
+        In store-row order; hashes are :data:`~siamese_audio.features.fingerprint.SOURCE_HASH`.
     """
     return {
         "version_id": version_id, "dataset": dataset, "n_clips": len(clips), "clips_per_shard": clips_per_shard,
+        "source_hash_algorithm": SOURCE_HASH,
         "clips": [[row, c.clip_id, c.source_path, h] for row, (c, h) in enumerate(clips)],
     }
 
@@ -58,13 +60,14 @@ def catalog_records(
         records.append({
             **clip.columns, "row": row if stored else -1, "clip_id": clip.clip_id, "class": clip.label,
             "source_path": clip.source_path, "source_hash": digest,
+            "source_hash_algorithm": SOURCE_HASH if digest else "",
             **{k: info[k] for k in ("sample_rate", "channels", "n_samples", "pad_offset", "cropped",
                                     "status", "reason")},
         })
     for r in layout_rejects:
         records.append({
             **r["columns"], "row": -1, "clip_id": r["clip_id"], "class": r["class"],
-            "source_path": r["source_path"], "source_hash": "", "sample_rate": 0, "channels": 0,
-            "n_samples": 0, "pad_offset": 0, "cropped": False, "status": "rejected", "reason": r["reason"],
+            "source_path": r["source_path"], "source_hash": "", "source_hash_algorithm": "", "sample_rate": 0,
+            "channels": 0, "n_samples": 0, "pad_offset": 0, "cropped": False, "status": "rejected", "reason": r["reason"],
         })
     return records

@@ -19,6 +19,7 @@ from siamese_audio.manifests.sources import (
     DatasetScan,
     Rejection,
     file_problem,
+    file_stat,
     is_hidden,
     name_problem,
 )
@@ -84,8 +85,9 @@ def scan(root: str | Path) -> DatasetScan:
                 problem = f"speaker {match['speaker']} in the name but the file is in folder {speaker_dir.name}"
             elif match is not None and int(match["rep"]) > INT64_MAX:
                 problem = f"repetition {match['rep']} in the name does not fit a 64-bit integer"
+            stat = None
             if problem is None:
-                problem = file_problem(path)
+                stat, problem = file_stat(path)
             if problem is not None:
                 rejections.append(Rejection(path.stem, speaker_dir.name, rel, problem))
                 continue
@@ -95,7 +97,7 @@ def scan(root: str | Path) -> DatasetScan:
                     path.stem, match["speaker"], rel,
                     f"duplicate clip id: {clips[path.stem].source_path} has the same id", columns))
                 continue
-            clips[path.stem] = ClipSource(path.stem, match["speaker"], rel, columns)
+            clips[path.stem] = ClipSource(path.stem, match["speaker"], rel, columns, stat)
     return DatasetScan(
         dataset="audiomnist", root=root,
         clips=tuple(sorted(clips.values(), key=lambda c: c.clip_id)),

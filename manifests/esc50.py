@@ -18,6 +18,7 @@ from siamese_audio.manifests.sources import (
     DatasetScan,
     Rejection,
     file_problem,
+    file_stat,
     is_hidden,
     name_problem,
     parse_int64,
@@ -138,7 +139,7 @@ def scan(root: str | Path) -> DatasetScan:
             continue
         line, row = rows[stem]
         columns = {k: row[k] for k in COLUMN_TYPES}
-        problem = file_problem(path)
+        stat, problem = file_stat(path)
         if problem is not None:
             rejections.append(Rejection(stem, row["category"], rel, problem, columns))
             unreadable.add(stem)
@@ -148,7 +149,7 @@ def scan(root: str | Path) -> DatasetScan:
                 stem, row["category"], rel,
                 f"duplicate clip id: {clips[stem].source_path} has the same id", columns))
             continue
-        clips[stem] = ClipSource(stem, row["category"], rel, columns)
+        clips[stem] = ClipSource(stem, row["category"], rel, columns, stat)
     for clip_id, (line, row) in sorted(rows.items()):
         if clip_id not in clips and clip_id not in unreadable:
             columns = {k: row[k] for k in COLUMN_TYPES}

@@ -16,6 +16,20 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
+class FileStat:
+    """What a listing knows of a file without reading it (``os.stat``): the key of the hash cache."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStat:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+@dataclass(frozen=True)
 class ClipSource:
     """One clip a dataset adapter found.
 
@@ -30,12 +44,15 @@ class ClipSource:
     columns : dict
         Dataset-specific catalog columns (AudioMNIST: digit, rep; ESC-50: fold,
         target, esc10, src_file, take).
+    stat : FileStat or None
+        The file's ``stat`` when the adapter listed it (the scan reads no audio byte).
     """
 
     clip_id: str
     label: str
     source_path: str
     columns: dict[str, Any] = field(default_factory=dict)
+    stat: FileStat | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -119,16 +136,22 @@ def file_problem(path: Path) -> str | None:
     socket is rejected by name without ever being opened (opening a FIFO
     blocks; reading ``/dev/zero`` never ends).
     """
+    return file_stat(path)[1]
+
+
+def file_stat(path: Path) -> tuple[FileStat | None, str | None]:
+    """:func:`file_problem` and, for a regular file, its :class:`FileStat` (one ``stat``, no read)."""
     try:
-        mode = os.stat(path).st_mode
+        st = os.stat(path)
     except OSError as exc:
-        return f"{path}: cannot read the file ({exc.strerror or exc})"
+        return None, f"{path}: cannot read the file ({exc.strerror or exc})"
+    mode = st.st_mode
     if stat.S_ISREG(mode):
-        return None
+        return FileStat.of(st), None
     kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
             else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
             else "a socket" if stat.S_ISSOCK(mode) else "not a file")
-    return f"{path}: cannot read: not a regular file ({kind}); only regular files are read"
+    return None, f"{path}: cannot read: not a regular file ({kind}); only regular files are read"
 
 
 def parse_int64(text: str) -> int | None:

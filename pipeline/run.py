@@ -22,8 +22,8 @@ def run_batches(client, specs: list[BatchSpec], *, progress: bool) -> dict[str, 
     t0 = time.perf_counter()
     tasks = []
     n_clips = sum(len(s.clips) for s in specs)
-    futures = [client.submit(write_batch, s, pure=False, key=f"write-batch-{s.batch_index}-{s.version_path[-20:]}")
-               for s in specs]
+    futures = client.map(write_batch, specs, pure=False,  # one message to the scheduler for all the tasks
+                         key=[f"write-batch-{s.batch_index}-{s.version_path[-20:]}" for s in specs])
     with tqdm(total=n_clips, unit="clip", desc="build", file=sys.stderr, disable=not progress) as bar:
         for fut in as_completed(futures):
             try:

@@ -83,8 +83,11 @@ def test_version_id_changes_with_seed_and_source_bytes(audiomnist_dir, tmp_path,
 
 
 def test_building_a_sealed_version_again_is_a_noop(audiomnist_dir, tmp_path, run_build, capsys):
+    from siamese_audio.logs import configure
+
     a = run_build("audiomnist", audiomnist_dir, tmp_path / "s")
     before = tree_bytes(a.path)
+    configure()  # the tool's messages on (captured) stderr, as the console script has them
     again = run_build("audiomnist", audiomnist_dir, tmp_path / "s")
     assert again.already_sealed and again.version_id == a.version_id
     assert "already built and sealed" in capsys.readouterr().err

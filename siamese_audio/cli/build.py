@@ -23,7 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="when another build holds this version's lock, wait up to SECONDS (default: stop at once)")
     p.add_argument("--repair", action="store_true",
-                   help="the version is sealed but damaged: rewrite its damaged files from the sources")
+                   help="the version is sealed but damaged: rewrite its damaged files from the sources "
+                        "(hashes every source file again, as --rehash)")
+    p.add_argument("--rehash", action="store_true",
+                   help="hash every source file again instead of trusting the hash cache (STORE/.hash-cache/) "
+                        "for files whose size, mtime, inode and device did not change")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON line on stdout")
     p.set_defaults(func=run_build)
@@ -51,7 +55,7 @@ def run_build(args: argparse.Namespace) -> int:
         dataset=args.dataset, source_dir=args.source_dir, store_root=args.store, seed=args.seed,
         crop_long=args.crop_long, strict=args.strict, workers=args.workers, scheduler=args.scheduler,
         layout=StoreLayout(clips_per_shard=args.clips_per_shard), progress=not args.no_progress,
-        lock_wait_s=args.wait_lock, repair=args.repair,
+        lock_wait_s=args.wait_lock, repair=args.repair, rehash=args.rehash,
     )
     result = build(cfg)
     lines = [
