@@ -41,7 +41,8 @@ MARGIN = 0.25  # over the raw baseline on the same tasks
 
 
 def parse_splits(text: str, classes: list[str], sizes: tuple[int, int, int]) -> list[tuple[str, object]]:
-    """``report,metaaudio,random:5`` -> [(name, Split)] (random splits use seeds 1..K of ``sizes``)."""
+    """``report,metaaudio,random:5`` -> [(name, Split)] (random splits use seeds 1..K of ``sizes``; ``random:4-5``
+    seeds 4 and 5 only, e.g. to add splits to an earlier run)."""
     out = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         if part == "report":
@@ -49,10 +50,11 @@ def parse_splits(text: str, classes: list[str], sizes: tuple[int, int, int]) -> 
         elif part == "metaaudio":
             out.append(("metaaudio", make_metaaudio_split("esc50")))
         elif part.startswith("random:"):
-            for seed in range(1, int(part.split(":", 1)[1]) + 1):
+            first, _, last = part.split(":", 1)[1].rpartition("-")
+            for seed in range(int(first or 1), int(last) + 1):
                 out.append((f"random-{seed}", make_random_split("esc50", seed=seed, sizes=sizes, classes=classes)))
         else:
-            raise SystemExit(f"unknown split {part!r}: expected report, metaaudio or random:K")
+            raise SystemExit(f"unknown split {part!r}: expected report, metaaudio, random:K or random:A-B")
     return out
 
 
