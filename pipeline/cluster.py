@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from siamese_audio.errors import DatasetLayoutError, SiameseAudioError, StoreError
+from siamese_audio.files import probe_writable
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +134,9 @@ def probe_worker(source_file: str, store_dir: str) -> dict[str, Any]:
             f.read(1)
     except OSError as exc:
         problems.append(f"cannot read the source file {source_file} ({exc.strerror or exc})")
-    probe = Path(store_dir) / f".probe-{os.uname().nodename}-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        problems.append(f"cannot create files in the store directory {store_dir} ({exc.strerror or exc})")
+    reason = probe_writable(store_dir)
+    if reason is not None:
+        problems.append(f"cannot create files in the store directory {store_dir} ({reason})")
     threads: dict[str, int] = {}
     try:
         from threadpoolctl import threadpool_info  # a dependency of librosa (through scikit-learn)

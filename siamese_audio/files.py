@@ -62,6 +62,21 @@ def hash_file(path: str | os.PathLike[str], algorithm: str) -> tuple[str, os.sta
     return h.hexdigest(), st
 
 
+def probe_writable(directory: str | os.PathLike[str]) -> str | None:
+    """Create and remove a file named after this host and process in ``directory``.
+
+    Returns ``None`` when that works, else the operating system's reason (for a message that names
+    the directory). Used to check, on each worker of a cluster, that a shared directory is writable.
+    """
+    probe = Path(directory) / f".probe-{os.uname().nodename}-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, then rename.
 

@@ -463,6 +463,23 @@ def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return _apply(TrainConfig(), data, "Training config")
 
 
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """The TOML document at ``path`` as a dict; ``what`` names the file in errors ("Space file").
+
+    Raises
+    ------
+    TrainingError
+        The file does not exist, or is not valid UTF-8 TOML.
+    """
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TrainingError(f"{what} {path} does not exist.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise TrainingError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def load_config(path: str | Path, *, preset_name: str | None = None) -> tuple[ModelConfig, TrainConfig]:
     """Read a TOML file of overrides on top of a preset.
 
@@ -478,13 +495,7 @@ def load_config(path: str | Path, *, preset_name: str | None = None) -> tuple[Mo
     TrainingError
         Unreadable file, unknown table or key, or an invalid value (named).
     """
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TrainingError(f"Training config file {path} does not exist.") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise TrainingError(f"Training config file {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "Training config file")
     unknown = sorted(set(data) - {"preset", "model", "train"})
     if unknown:
         raise TrainingError(

@@ -45,7 +45,6 @@ import dataclasses
 import itertools
 import json
 import math
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +59,7 @@ from siamese_audio.training.config import (
     neg_count,
     parse_ratio,
     preset,
+    read_toml,
 )
 
 SECTIONS = ("model", "train")
@@ -442,12 +442,7 @@ def load_space(path: str | Path, *, preset_name: str | None = None) -> Space:
         kind; each message names the field.
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TrainingError(f"Space file {path} does not exist.") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise TrainingError(f"Space file {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "Space file")
     unknown = sorted(set(data) - {"preset", *SECTIONS})
     if unknown:
         raise TrainingError(f"Space file {path}: expected top-level keys among ['model', 'preset', 'train']. "

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from siamese_audio.errors import SiameseAudioError, StoreError, TrainingError
-from siamese_audio.files import write_json_atomic
+from siamese_audio.files import probe_writable, write_json_atomic
 from siamese_audio.training.tune.space import MAX_WEIGHTS, Space, check_space, default_space, load_space
 from siamese_audio.training.tune.trial import (
     JOURNAL,
@@ -401,12 +401,9 @@ def counted(frozen: Any) -> bool:
 def _probe(study_dir: str, features: str) -> list[str]:
     """Run on each worker of an existing cluster: can it write the study and read the features?"""
     problems = []
-    probe = Path(study_dir) / f".probe-{os.uname().nodename}-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        problems.append(f"cannot create files in the study directory {study_dir} ({exc.strerror or exc})")
+    reason = probe_writable(study_dir)
+    if reason is not None:
+        problems.append(f"cannot create files in the study directory {study_dir} ({reason})")
     if not (Path(features) / "zarr.json").is_file():
         problems.append(f"cannot see the feature version {features}")
     return problems
