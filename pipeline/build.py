@@ -6,7 +6,7 @@ module of its own: listing (:mod:`siamese_audio.manifests.datasets`: names and
 (:mod:`~siamese_audio.pipeline.hashcache`), hashing on the workers, the first
 phase of the graph (:mod:`~siamese_audio.pipeline.hashing`), the version id
 (:mod:`siamese_audio.features.fingerprint`), the lock
-(:mod:`~siamese_audio.pipeline.lock`), the plan and resume (:mod:`~siamese_audio.pipeline.plan`),
+(:mod:`~siamese_audio.lock`), the plan and resume (:mod:`~siamese_audio.pipeline.plan`),
 the graph (:mod:`~siamese_audio.pipeline.run`, :mod:`~siamese_audio.pipeline.tasks`),
 the catalog records (:mod:`siamese_audio.features.records`), the seal and the
 summary (:mod:`~siamese_audio.pipeline.summary`).
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from siamese_audio import lock
 from siamese_audio.errors import AudioDecodeError, DatasetLayoutError, FeatureConfigError, StoreError
 from siamese_audio.features import catalog, store
 from siamese_audio.features.config import FeatureConfig, preset
@@ -28,7 +29,7 @@ from siamese_audio.features.fingerprint import version_id as fingerprint
 from siamese_audio.features.records import catalog_records
 from siamese_audio.manifests.datasets import scan_dataset
 from siamese_audio.manifests.sources import DatasetScan
-from siamese_audio.pipeline import lock, repair
+from siamese_audio.pipeline import repair
 from siamese_audio.pipeline.hashcache import HashCache
 from siamese_audio.pipeline.hashing import Hashed, cached_hashes, hash_sources
 from siamese_audio.pipeline.paths import local_path

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from siamese_audio import lock
 from siamese_audio.errors import DatasetLayoutError, StoreError
 from siamese_audio.features import store
 from siamese_audio.features.store import StoreLayout
 from siamese_audio.manifests.dummies import make_audiomnist
-from siamese_audio.pipeline import lock
 from siamese_audio.pipeline.build import BuildConfig, build, local_path
 from siamese_audio.pipeline.cluster import check_workers, environment, probe_worker
 from tests.conftest import tree_bytes

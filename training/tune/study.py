@@ -246,7 +246,7 @@ def tune(config: TuneConfig, *, open_data: Callable[..., Any] = open_run_data) -
         An invalid space (naming the field), a study directory that holds a study (without
         ``resume``) or none (with it), settings a resumed study cannot change.
     """
-    from siamese_audio.pipeline.lock import acquire, read_holder
+    from siamese_audio.lock import acquire, read_holder
 
     started = time.monotonic()
     out = Path(config.out)
