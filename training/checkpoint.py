@@ -202,7 +202,18 @@ def validate_checkpoint(payload: dict[str, Any], path: Path) -> tuple[ModelConfi
     _check_description(payload, path)
     if payload["kind"] == "last":
         _check_resume_state(payload, path)
+        if "ema_state" in payload:
+            _check_average(payload["ema_state"], expected, path)
     return config, shape
+
+
+def _check_average(state: Any, expected: dict[str, tuple[tuple[int, ...], bool]], path: Path) -> None:
+    """The weight average of ``last.pt`` (``TrainConfig.ema_decay``): weights like the model's, a step count."""
+    if not isinstance(state, dict) or set(state) != {"model_state", "steps"}:
+        raise _fail(path, "ema_state to be a table of model_state and steps", type(state).__name__)
+    if not _is_int(state["steps"]) or state["steps"] < 0:
+        raise _fail(path, "ema_state steps to be a non-negative integer", state["steps"])
+    _check_weights(state["model_state"], expected, path)
 
 
 def _check_weights(state: Any, expected: dict[str, tuple[tuple[int, ...], bool]], path: Path) -> None:

@@ -43,6 +43,7 @@ LOSSES = ("bce", "mse", "contrastive", "bce-all", "supcon", "proto")
 BATCHES = ("pairs", "classes")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 #: Losses of each batch kind: Algorithm 2's sampled pairs, or every pair of P classes x K clips.
 LOSSES_OF_BATCH = {"pairs": ("bce", "mse", "contrastive"), "classes": ("bce-all", "supcon", "proto")}
@@ -129,6 +130,19 @@ class ModelConfig:
     init : str
         ``"glorot"`` (the authors' Glorot-uniform weights, zero biases) or
         ``"torch"`` (PyTorch's default initialisation).
+    classifier_classes : int
+        0 (none) or the number of training classes of an auxiliary linear
+        classifier on the embedding (trained beside the pair loss when
+        ``TrainConfig.aux_weight`` > 0; similarity never uses it).
+    embed_center : bool
+        Subtract the mean embedding of training clips (a buffer set during
+        training, kept in the weights) before the head: with the cosine head this
+        is "centre, then L2-normalise".
+    tta_crops, tta_frames : int
+        Test-time augmentation: embed a clip as the mean embedding of
+        ``tta_crops`` windows of ``tta_frames`` frames, evenly spaced from its
+        start to its end (1 and 0: the whole clip once). Used by every embedding
+        made outside training (validation, evaluation, explanations).
     """
 
     conv_filters: tuple[int, ...] = (64, 32, 12)
@@ -145,6 +159,10 @@ class ModelConfig:
     freq_pool: int = 1
     head: str = "difference"
     init: str = "glorot"
+    classifier_classes: int = 0
+    embed_center: bool = False
+    tta_crops: int = 1
+    tta_frames: int = 0
 
     def __post_init__(self) -> None:
         owner = "Model config"
@@ -174,6 +192,18 @@ class ModelConfig:
         _positive_int(owner, "freq_pool", self.freq_pool)
         _choice(owner, "head", self.head, HEADS)
         _choice(owner, "init", self.init, INITS)
+        _non_negative_int(owner, "classifier_classes", self.classifier_classes)
+        if not isinstance(self.embed_center, bool):
+            raise TrainingError(f"{owner}: expected embed_center to be true or false. "
+                                f"Got {self.embed_center!r} instead.")
+        _positive_int(owner, "tta_crops", self.tta_crops)
+        _non_negative_int(owner, "tta_frames", self.tta_frames)
+        if self.tta_crops > 1 and not self.tta_frames:
+            raise TrainingError(f"{owner}: tta_crops = {self.tta_crops} needs tta_frames (the window length). "
+                                f"Got tta_frames = 0.")
+        if self.tta_frames and self.global_pool == "none":
+            raise TrainingError(f"{owner}: tta_frames needs a network that takes any input length "
+                                f"(global_pool 'avg', 'max' or 'avgmax'). Got global_pool 'none'.")
 
     def embedding_input_shape(self, shape: tuple[int, int]) -> tuple[int, int, int]:
         """Shape ``(channels, height, width)`` of the last feature maps for input ``shape``.
@@ -267,6 +297,34 @@ class TrainConfig:
         (zero after standardisation).
     freq_mask_bands, time_mask_frames : int
         Largest width of a frequency mask (mel bands) and a time mask (stored frames).
+    precision : str
+        ``"auto"`` (bf16 autocast on CUDA, float32 on the CPU), ``"bf16"`` (bf16
+        autocast on either; the CPU presets: AVX-512 BF16 makes a CPU step ~2x
+        faster) or ``"fp32"``. The loss and the similarity head run in float32.
+    ema_decay : float
+        0 (off) or the decay of an exponential moving average of the weights
+        (and batch-norm statistics), updated after every step; validation scores
+        the averaged weights and ``best.pt`` holds them.
+    aux_weight : float
+        Weight of an auxiliary cross-entropy over the training classes (a linear
+        classifier on the embedding), added to the pair loss; 0: none.
+    center_clips : int
+        Training clips whose mean embedding is subtracted before the head
+        (``ModelConfig.embed_center``), re-measured at every validation; 0: none.
+    mix_prob : float
+        Probability that a training clip is mixed, in the power domain, with
+        another clip of the batch from another class, that clip ``mix_db`` dB
+        (uniform in the range) below its own level.
+    mix_db : tuple[float, float]
+        Range of attenuations of the mixed-in clip, dB.
+    gain_db, tilt_db : float
+        Random gain (uniform in +-``gain_db`` dB) and spectral tilt (a linear ramp
+        over the mel bands from -t to +t dB, t uniform in +-``tilt_db``) per clip.
+    shift_bands : int
+        Random shift of each clip by up to this many mel bands (edges repeated).
+    stretch : float
+        Random time stretch of each clip by a factor in ``1 +- stretch``
+        (resampling the crop's window; needs ``crop_frames``).
     """
 
     loss: str = "bce"
@@ -295,6 +353,16 @@ class TrainConfig:
     freq_mask_bands: int = 0
     time_masks: int = 0
     time_mask_frames: int = 0
+    precision: str = "auto"
+    ema_decay: float = 0.0
+    aux_weight: float = 0.0
+    center_clips: int = 0
+    mix_prob: float = 0.0
+    mix_db: tuple[float, float] = (5.0, 20.0)
+    gain_db: float = 0.0
+    tilt_db: float = 0.0
+    shift_bands: int = 0
+    stretch: float = 0.0
 
     def __post_init__(self) -> None:
         owner = "Training config"
@@ -334,6 +402,24 @@ class TrainConfig:
             _number(owner, field, getattr(self, field), strict=False)
         _choice(owner, "optimizer", self.optimizer, OPTIMIZERS)
         _choice(owner, "lr_schedule", self.lr_schedule, SCHEDULES)
+        _choice(owner, "precision", self.precision, PRECISIONS)
+        _probability(owner, "ema_decay", self.ema_decay)
+        if not isinstance(self.mix_prob, (int, float)) or isinstance(self.mix_prob, bool) \
+                or not 0.0 <= self.mix_prob <= 1.0:
+            raise TrainingError(f"{owner}: expected mix_prob to be a number in [0, 1]. Got {self.mix_prob!r} instead.")
+        for field in ("aux_weight", "gain_db", "tilt_db"):
+            _number(owner, field, getattr(self, field), strict=False)
+        _non_negative_int(owner, "center_clips", self.center_clips)
+        _non_negative_int(owner, "shift_bands", self.shift_bands)
+        _probability(owner, "stretch", self.stretch)
+        if self.stretch and not self.crop_frames:
+            raise TrainingError(f"{owner}: stretch = {self.stretch} resamples the crop's window; set crop_frames.")
+        low_high = self.mix_db
+        if (not isinstance(low_high, tuple) or len(low_high) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                           for v in low_high) or low_high[0] > low_high[1]):
+            raise TrainingError(f"{owner}: expected mix_db to be two finite numbers [low, high] with low <= high "
+                                f"(dB below the clip). Got {low_high!r} instead.")
 
     @property
     def neg(self) -> int:
@@ -342,8 +428,13 @@ class TrainConfig:
 
     @property
     def augments(self) -> bool:
-        """Whether training clips are cropped or masked."""
-        return bool(self.crop_frames or self.freq_masks or self.time_masks)
+        """Whether training clips are cropped, masked or otherwise augmented after standardisation."""
+        return bool(self.crop_frames or self.freq_masks or self.time_masks or self.shift_bands)
+
+    @property
+    def augments_levels(self) -> bool:
+        """Whether training clips are mixed, gained or tilted in the dB domain (before standardisation)."""
+        return bool(self.mix_prob or self.gain_db or self.tilt_db)
 
 
 def check_compatible(model: ModelConfig, train: TrainConfig, input_shape: tuple[int, int]) -> None:
@@ -372,6 +463,20 @@ def check_compatible(model: ModelConfig, train: TrainConfig, input_shape: tuple[
             raise TrainingError(
                 f"Expected crop_frames between {model.min_frames()} (what the network needs) and {n_frames} "
                 f"(the stored clips' frames). Got {train.crop_frames}.")
+    if model.tta_frames and not model.min_frames() <= model.tta_frames <= n_frames:
+        raise TrainingError(
+            f"Expected tta_frames between {model.min_frames()} (what the network needs) and {n_frames} "
+            f"(the stored clips' frames). Got {model.tta_frames}.")
+    if train.aux_weight and train.batch != "classes":
+        raise TrainingError(f"aux_weight = {train.aux_weight} trains a classifier over the batch's classes; it needs "
+                            f"batch = 'classes'. Got batch = {train.batch!r}.")
+    if bool(train.center_clips) != model.embed_center:
+        raise TrainingError(
+            f"[model] embed_center = {str(model.embed_center).lower()} and [train] center_clips = "
+            f"{train.center_clips} disagree: centring needs both (embed_center = true and center_clips > 0) "
+            f"or neither.")
+    if train.shift_bands >= n_mels:
+        raise TrainingError(f"Expected shift_bands below {n_mels} (the mel bands). Got {train.shift_bands}.")
     if train.freq_mask_bands > n_mels:
         raise TrainingError(f"Expected freq_mask_bands at most {n_mels} (the mel bands). Got {train.freq_mask_bands}.")
     if train.time_mask_frames > n_frames:
@@ -389,24 +494,28 @@ def neg_count(pos: int, ratio: tuple[int, int]) -> int:
     return max(1, math.floor(pos * n / p + 0.5))
 
 
-#: The network of the CPU presets (chosen on validation classes; see the README's "Learning on a CPU").
+#: The network of the CPU presets (chosen on validation classes; see docs/training.md): embeddings are the
+#: mean over 3 test-time crops of 4 s, centred by the training clips' mean before the cosine head.
 CPU_MODEL = ModelConfig(conv_filters=(32, 64, 128, 256), conv_kernels=(3, 3, 3, 3), pooling="max", fc_units=128,
                         input_norm="per_band", batch_norm=True, global_pool="avgmax", time_pool=4, head="cosine",
-                        init="torch")
-#: Its training: supervised contrastive loss over every pair of 32 classes x 4 clips, AdamW, warm-up and
-#: cosine decay, random 4 s crops and SpecAugment masks, a 20-minute budget on 2 cores. 1,000 steps: the
-#: cosine reaches 0 in ~17 quiet minutes at 1.0 s/step (2 threads, measured), the budget stops a slower machine.
+                        init="torch", embed_center=True, tta_crops=3, tta_frames=345)
+#: Its training: supervised contrastive loss over every pair of 32 classes x 4 clips plus an auxiliary
+#: classifier over the training classes, AdamW, warm-up and cosine decay, bf16 autocast steps, an average of
+#: the weights (EMA), random 4 s crops stretched by up to 15%, mixing with another class's clip, gain, tilt,
+#: band shifts and SpecAugment masks; a 20-minute budget on 2 cores, validations included.
 CPU_TRAIN = TrainConfig(loss="supcon", batch="classes", classes_per_batch=32, clips_per_class=4, temperature=0.1,
                         lr=2e-3, optimizer="adamw", weight_decay=1e-4, lr_schedule="cosine", warmup_epochs=40,
-                        max_epochs=1000, max_minutes=20.0, eval_every=100, eval_tasks=1000, patience=100,
-                        crop_frames=345, freq_masks=2, freq_mask_bands=16, time_masks=2, time_mask_frames=34)
+                        max_epochs=1600, max_minutes=20.0, eval_every=200, eval_tasks=2000, patience=100,
+                        crop_frames=345, freq_masks=2, freq_mask_bands=16, time_masks=2, time_mask_frames=34,
+                        precision="bf16", ema_decay=0.995, aux_weight=0.5, center_clips=512, mix_prob=0.5,
+                        mix_db=(5.0, 20.0), gain_db=6.0, tilt_db=6.0, shift_bands=3, stretch=0.15)
 
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     "report-audiomnist": (ModelConfig(), TrainConfig(pos=2, ratio=(1, 1))),
     "report-esc50": (ModelConfig(), TrainConfig(pos=4, ratio=(1, 1))),
     # The same recipe at each dataset's input size: ESC-50 128 x 431 (5 s), AudioMNIST 224 x 224 (1 s).
     "cpu-esc50": (CPU_MODEL, CPU_TRAIN),
-    "cpu-audiomnist": (dataclasses.replace(CPU_MODEL, time_pool=2),
+    "cpu-audiomnist": (dataclasses.replace(CPU_MODEL, time_pool=2, tta_frames=180),
                        dataclasses.replace(CPU_TRAIN, crop_frames=180, time_mask_frames=18)),
     # Small enough for tests and CPU runs on 16 x 20 .. 64 x 64 inputs.
     "tiny": (

@@ -22,13 +22,14 @@ import torch
 from siamese_audio.errors import TrainingError
 from siamese_audio.training.model import SiameseNet
 
-PRECISIONS = ("auto", "bf16", "fp32")
-
 
 def autocast_context(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA unless ``precision`` is ``"fp32"``; float32 elsewhere."""
+    """bf16 autocast on CUDA unless ``precision`` is ``"fp32"``; on the CPU only when it is ``"bf16"``."""
+    device = torch.device(device)
     if device.type == "cuda" and precision != "fp32":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

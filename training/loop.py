@@ -23,6 +23,7 @@ A run killed at any point resumes from ``last.pt`` and gives the same history.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -37,7 +38,8 @@ import torch
 from siamese_audio.errors import TrainingError
 from siamese_audio.evaluation import POSITIVES_OTHER_RECORDING, evaluate_one_shot
 from siamese_audio.memory import keep_training_buffers
-from siamese_audio.training.augment import augment
+from siamese_audio.training.augment import augment, augment_levels
+from siamese_audio.training.averaging import WeightAverage, center_rows, embedding_mean
 from siamese_audio.training.checkpoint import (
     BEST,
     LAST,
@@ -225,7 +227,7 @@ def train_step(
     rng : np.random.Generator, optional
         Draws the augmentations (needed when ``config`` augments).
     precision : str
-        ``"auto"`` / ``"bf16"``: bf16 autocast on CUDA; ``"fp32"``: none.
+        ``"auto"``: bf16 autocast on CUDA; ``"bf16"``: bf16 autocast on CUDA and the CPU; ``"fp32"``: none.
 
     Returns
     -------
@@ -233,6 +235,10 @@ def train_step(
         The accuracy of the loss's own decisions (pairs, nearest clips or prototypes).
     """
     model.train()
+    if config.augments_levels:
+        if rng is None:
+            raise TrainingError("train_step: the config augments its batches; pass the run's generator.")
+        x = augment_levels(x, batch.labels, config, rng)
     with autocast_context(device, precision):
         inputs = model.normalize(x)
         if config.augments:
@@ -250,6 +256,12 @@ def train_step(
         else:
             labels = torch.from_numpy(batch.labels).to(device)
             loss, correct = batch_loss(model, embeddings, labels, kind=config.loss, temperature=config.temperature)
+            if config.aux_weight:
+                if batch.classes is None:
+                    raise TrainingError("train_step: aux_weight needs the batch's training-class indices.")
+                targets = torch.from_numpy(batch.classes).to(device)
+                logits = model.classifier(embeddings.float()).float()
+                loss = loss + config.aux_weight * torch.nn.functional.cross_entropy(logits, targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -281,6 +293,7 @@ def validate(
 def _payload(
     model: SiameseNet, described: dict[str, Any], state: _State, *, kind: str,
     optimizer: torch.optim.Optimizer | None = None, rng: np.random.Generator | None = None,
+    average: WeightAverage | None = None,
 ) -> dict[str, Any]:
     payload = {
         **described,
@@ -293,6 +306,8 @@ def _payload(
         "elapsed_s": state.elapsed_s,
     }
     if kind == "last":
+        if average is not None:
+            payload["ema_state"] = average.state_dict()
         payload.update(
             optimizer_state=optimizer.state_dict(),
             rng_states=rng_states(rng),
@@ -338,7 +353,7 @@ def fit(
     progress: bool = True,
     evaluate: Callable[..., Any] | None = None,
     on_epoch: Callable[[int], None] | None = None,
-    precision: str = "auto",
+    precision: str | None = None,
     profile: bool = False,
 ) -> TrainResult:
     """Train a Siamese network (Algorithm 1) and write its run directory.
@@ -362,8 +377,9 @@ def fit(
         Stand-in for :func:`siamese_audio.evaluation.evaluate_one_shot` (same signature).
     on_epoch : callable, optional
         Called with the epoch number after each epoch's step (and checkpointing).
-    precision : str
-        ``"auto"`` (bf16 autocast on CUDA), ``"bf16"`` or ``"fp32"``.
+    precision : str, optional
+        ``"auto"`` (bf16 autocast on CUDA), ``"bf16"`` (bf16 autocast on CUDA and the CPU) or
+        ``"fp32"``; default: the training config's ``precision``.
     profile : bool
         Time each epoch's batch reading and optimiser step (synchronising CUDA), for
         :attr:`TrainResult.timing`.
@@ -374,6 +390,9 @@ def fit(
     """
     clock = time.monotonic()  # the budget counts setup too: statistics, resident loading, validations
     run_dir = Path(run_dir)
+    precision = train_config.precision if precision is None else precision
+    if train_config.aux_weight and not model_config.classifier_classes:
+        model_config = dataclasses.replace(model_config, classifier_classes=len(data.train_rows))
     check_run_data(data, model_config, train_config)
     torch_device = resolve_device(device)
     keep_training_buffers()  # without it a CPU step spends as much time in the kernel as in the maths
@@ -387,12 +406,19 @@ def fit(
         state = _resume_state(run_dir / LAST, described, model, optimizer, rng, train_config)
     else:
         state = _fresh_state(run_dir, data, model, model_config, train_config)
+    average = WeightAverage(model, train_config.ema_decay) if train_config.ema_decay else None
+    if average is not None and resume:
+        saved = load_checkpoint(run_dir / LAST).get("ema_state")
+        if saved is None:
+            raise TrainingError(f"Cannot resume {run_dir / LAST}: its training config averages the weights "
+                                f"(ema_decay {train_config.ema_decay}) but it holds no ema_state.")
+        average.load_state_dict(saved)
     if state.stopped is None and resident:
         reader: ResidentReader | StoreReader = ResidentReader(data.read, data.train_rows, torch_device)
     else:
         reader = StoreReader(data.read, torch_device)
     run = _Run(data, train_config, torch_device, evaluate, described, run_dir, model, optimizer, rng, state,
-               precision=precision, profile=profile, started=clock - state.elapsed_s)
+               precision=precision, profile=profile, started=clock - state.elapsed_s, average=average)
     run.loop(reader, progress=progress, on_epoch=on_epoch)
     return TrainResult(
         run_dir=run_dir, best_checkpoint=run_dir / BEST, best_val_accuracy=state.best_val_accuracy,
@@ -418,6 +444,7 @@ class _Run:
     precision: str = "auto"
     profile: bool = False
     started: float = 0.0
+    average: WeightAverage | None = None
     _times: list[tuple[float, float, int]] = field(default_factory=list)
 
     def _sync(self) -> float:
@@ -456,6 +483,8 @@ class _Run:
                 t1 = self._sync()
                 loss, accuracy = train_step(self.model, self.optimizer, x, batch, config, self.device, self.rng,
                                             self.precision)
+                if self.average is not None:
+                    self.average.update(self.model)
                 if self.profile:
                     self._times.append((t1 - t0, self._sync() - t1, batch.n_pairs))
                 state.epoch += 1
@@ -481,8 +510,16 @@ class _Run:
     def after_validation(self, *, out_of_time: bool, started: float) -> None:
         """Validate, record, keep the best weights, decide whether to stop, checkpoint."""
         state, config = self.state, self.config
-        val_accuracy, val_tasks, val_ci = validate(self.model, self.data, config, self.device, self.evaluate,
-                                                   self.precision)
+        scored = self.average.model if self.average is not None else self.model
+        if config.center_clips:
+            rows = center_rows(self.data.train_rows, config.center_clips, config.seed)
+            mean = embedding_mean(scored, self.data.read, rows, self.device)
+            scored.set_embed_mean(mean)
+            self.model.set_embed_mean(mean)
+        # validation embeds in float32 on the CPU (as evaluate does); bf16 is for the training steps
+        val_precision = "auto" if self.precision == "bf16" and self.device.type == "cpu" else self.precision
+        val_accuracy, val_tasks, val_ci = validate(scored, self.data, config, self.device, self.evaluate,
+                                                   val_precision)
         state.elapsed_s = time.monotonic() - started
         since = len(state.epoch_losses) - (state.history[-1].epoch if state.history else 0)
         state.history.append(EvalRecord(
@@ -493,7 +530,7 @@ class _Run:
         ))
         if val_accuracy > state.best_val_accuracy:
             state.best_val_accuracy, state.best_epoch, state.evals_since_best = val_accuracy, state.epoch, 0
-            save_checkpoint(self.run_dir / BEST, _payload(self.model, self.described, state, kind="best"))
+            save_checkpoint(self.run_dir / BEST, _payload(scored, self.described, state, kind="best"))
         else:
             state.evals_since_best += 1
         if state.evals_since_best >= config.patience:
@@ -503,7 +540,7 @@ class _Run:
         elif out_of_time:
             state.stopped = "max_minutes"
         save_run(self.run_dir, _payload(self.model, self.described, state, kind="last", optimizer=self.optimizer,
-                                        rng=self.rng), state)
+                                        rng=self.rng, average=self.average), state)
 
 
 def _resume_state(last_path: Path, described: dict[str, Any], model: SiameseNet, optimizer: torch.optim.Optimizer,

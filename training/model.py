@@ -109,6 +109,12 @@ class SiameseNet(nn.Module):
         self.encoder = Encoder(config, input_shape)
         self.head = nn.Linear(config.fc_units, 1)
         _glorot(self.head)
+        if config.classifier_classes:
+            # auxiliary classifier over the training classes (training only; the similarity never calls it)
+            self.classifier = nn.Linear(config.fc_units, config.classifier_classes)
+        if config.embed_center:
+            # mean embedding of training clips, set during training (evaluation subtracts it too)
+            self.register_buffer("embed_mean", torch.zeros(config.fc_units))
         # Input statistics from training clips, saved with the weights (evaluation applies them too).
         if config.input_norm == "per_band":
             self.register_buffer("input_mean", torch.zeros(input_shape[0]))
@@ -132,9 +138,29 @@ class SiameseNet(nn.Module):
             return (x - self.input_mean[:, None]) / self.input_std[:, None]
         return x
 
+    def embed_raw(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedding before centring, with test-time crops: [shape=(B, n_mels, n_frames)] -> (B, fc_units).
+
+        With ``config.tta_crops`` > 1 (or ``tta_frames`` shorter than the clip) the
+        mean over windows of ``tta_frames`` frames at evenly spaced starts.
+        """
+        h = self.normalize(x)
+        frames, crops = self.config.tta_frames, self.config.tta_crops
+        if not frames or frames >= h.shape[-1]:
+            return self.encoder(h)
+        starts = torch.linspace(0, h.shape[-1] - frames, crops).round().long().tolist()
+        return torch.stack([self.encoder(h[..., s:s + frames]) for s in starts]).mean(dim=0)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """[shape=(B, n_mels, n_frames)] -> [shape=(B, fc_units)]."""
-        return self.encoder(self.normalize(x))
+        """[shape=(B, n_mels, n_frames)] -> [shape=(B, fc_units)] (test-time crops, then centring, if configured)."""
+        z = self.embed_raw(x)
+        if self.config.embed_center:
+            z = z - self.embed_mean.to(z.dtype)
+        return z
+
+    def set_embed_mean(self, mean: torch.Tensor) -> None:
+        """Set the centring vector [shape=(fc_units,)] (``config.embed_center``)."""
+        self.embed_mean.copy_(torch.as_tensor(mean, dtype=torch.float32).reshape(self.embed_mean.shape))
 
     def merge(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Element-wise squared or absolute difference, [shape=(P, D)] each -> (P, D)."""

@@ -114,10 +114,14 @@ class ClassBatch:
         Store rows, class by class (``K`` consecutive rows per class), each clip once.
     labels : np.ndarray [shape=(P * K,), dtype=int64]
         Index ``0 .. P - 1`` of each row's class within the batch.
+    classes : np.ndarray or None [shape=(P * K,), dtype=int64]
+        Index of each row's class among all the training classes (sorted by name),
+        for a classifier over them; None where the batch was made without it.
     """
 
     rows: np.ndarray
     labels: np.ndarray
+    classes: np.ndarray | None = None
 
     @property
     def n_pairs(self) -> int:
@@ -169,4 +173,5 @@ def sample_class_batch(
                                                                     replace=False)]
         for c in chosen
     ])
-    return ClassBatch(rows=rows, labels=np.repeat(np.arange(classes, dtype=np.int64), clips))
+    return ClassBatch(rows=rows, labels=np.repeat(np.arange(classes, dtype=np.int64), clips),
+                      classes=np.repeat(np.asarray(chosen, dtype=np.int64), clips))

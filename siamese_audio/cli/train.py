@@ -53,8 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (bf16 autocast on CUDA)")
     p.add_argument("--resident", action="store_true",
                    help="load the training split once into device memory instead of reading each batch")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                   help="auto/bf16: bf16 autocast on CUDA; fp32: float32 everywhere (CPU: always float32)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
+                   help="auto: bf16 autocast on CUDA, float32 on the CPU; bf16: bf16 autocast on CUDA and the CPU; "
+                        "fp32: float32 everywhere (default: the training config's precision)")
     p.add_argument("--profile", action="store_true",
                    help="time each epoch's batch reading and step; the result carries the timings")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",

@@ -1,0 +1,172 @@
+"""The CPU recipe's ablation: one change at a time, scored on VALIDATION classes only.
+
+Each variant is the current ``cpu-esc50`` preset with a few fields changed (or, for the ``post:``
+variants, a trained checkpoint re-scored with another test-time setting, no training). Every variant
+is trained with the same seed on the same split for ``--steps`` steps (the cosine schedule shortened
+to that length), then its final weights are scored on ``--tasks`` 5-way one-shot tasks of the split's
+validation classes (positives from another recording), with a 95% Wilson interval and the raw
+log-mel cosine baseline on the same tasks. Test classes are never read.
+
+    .venv/bin/python benchmarks/bench_recipe.py --features STORE/esc50/VERSION --split splits/report.parquet \
+        [--variants recipe,no-ema,...] [--steps 400] [--tasks 2000] [--threads 2] [--out bench-output/recipe]
+
+``--list`` prints the variants. The table goes to ``docs/results/recipe-<split>.md``
+(``benchmarks/results.py``); each row's command is the same line with ``--variants NAME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results import write_results  # noqa: E402
+
+from siamese_audio.evaluation import evaluate_one_shot  # noqa: E402
+from siamese_audio.evaluation.baseline import RawCosineEmbedder  # noqa: E402
+from siamese_audio.training.checkpoint import load_checkpoint, load_embedder, model_from_checkpoint  # noqa: E402
+from siamese_audio.training.config import model_config_from_dict, preset  # noqa: E402
+from siamese_audio.training.data import open_training_inputs  # noqa: E402
+from siamese_audio.training.embedder import TorchEmbedder  # noqa: E402
+from siamese_audio.training.loop import fit, run_data_from_inputs  # noqa: E402
+
+BASE = "cpu-esc50"
+OFF = {"ema_decay": 0.0, "center_clips": 0, "embed_center": False, "tta_crops": 1, "tta_frames": 0}
+#: name -> (what changes, model overrides, train overrides), relative to the preset.
+VARIANTS: dict[str, tuple[str, dict, dict]] = {
+    "recipe": ("the preset as it is", {}, {}),
+    "fp32": ("float32 steps instead of bf16 autocast", {}, {"precision": "fp32"}),
+    "no-ema": ("no weight average", {}, {"ema_decay": 0.0}),
+    "no-center": ("no centring of embeddings", {"embed_center": False}, {"center_clips": 0}),
+    "no-tta": ("whole clip once instead of test-time crops", {"tta_crops": 1, "tta_frames": 0}, {}),
+    "no-aux": ("no auxiliary classifier", {}, {"aux_weight": 0.0}),
+    "no-mix": ("no mixing with another clip", {}, {"mix_prob": 0.0}),
+    "no-levels": ("no gain / tilt / band shift / stretch", {}, {"gain_db": 0.0, "tilt_db": 0.0, "shift_bands": 0,
+                                                                "stretch": 0.0}),
+    "old-recipe": ("the previous recipe (no EMA, TTA, centring, aux, mix, levels; fp32)",
+                   {"embed_center": False, "tta_crops": 1, "tta_frames": 0},
+                   {"ema_decay": 0.0, "center_clips": 0, "aux_weight": 0.0, "mix_prob": 0.0, "gain_db": 0.0,
+                    "tilt_db": 0.0, "shift_bands": 0, "stretch": 0.0, "precision": "fp32"}),
+    "old-recipe-bf16": ("the previous recipe, bf16 steps",
+                        {"embed_center": False, "tta_crops": 1, "tta_frames": 0},
+                        {"ema_decay": 0.0, "center_clips": 0, "aux_weight": 0.0, "mix_prob": 0.0, "gain_db": 0.0,
+                         "tilt_db": 0.0, "shift_bands": 0, "stretch": 0.0}),
+    "aux-1": ("auxiliary classifier weight 1.0", {}, {"aux_weight": 1.0}),
+    "wide": ("width 48-96-192-384", {"conv_filters": (48, 96, 192, 384)}, {}),
+    "tau-0.2": ("supcon temperature 0.2", {}, {"temperature": 0.2}),
+}
+
+
+def configs(name: str, steps: int | None, tasks: int):
+    """Model and training configs of variant ``name`` (``steps`` shortens the schedule)."""
+    _, model_changes, train_changes = VARIANTS[name]
+    model, train = preset(BASE)
+    model = dataclasses.replace(model, **model_changes)
+    train = dataclasses.replace(train, **train_changes)
+    if steps:
+        scale = steps / train.max_epochs
+        train = dataclasses.replace(train, max_epochs=steps, warmup_epochs=max(1, round(train.warmup_epochs * scale)),
+                                    eval_every=max(1, steps // 4), patience=1000, max_minutes=0.0)
+    return model, dataclasses.replace(train, eval_tasks=tasks)
+
+
+def score(embedder, data, train, tasks: int) -> dict:
+    """Accuracy on ``tasks`` validation tasks, its Wilson interval, and the raw baseline on the same tasks."""
+    runs = math.ceil(tasks / len(data.val_rows))
+    common = dict(read=data.read, class_rows=data.val_rows, ways=train.ways, runs=runs, seed=train.seed,
+                  class_sources=data.val_sources)
+    ours = evaluate_one_shot(embedder, **common)
+    raw = evaluate_one_shot(RawCosineEmbedder(), **common)
+    return {"accuracy": ours.accuracy, "ci95": list(ours.ci95), "n_tasks": ours.n_tasks, "baseline": raw.accuracy}
+
+
+def post_variant(checkpoint: Path, data, tasks: int, model_changes: dict) -> dict:
+    """Re-score a trained checkpoint with other test-time settings (no training)."""
+    payload = load_checkpoint(checkpoint)
+    config = dataclasses.replace(model_config_from_dict(payload["model_config"]), **model_changes)
+    state = dict(payload["model_state"])
+    if not config.embed_center:
+        state.pop("embed_mean", None)
+    payload = {**payload, "model_config": dataclasses.asdict(config), "model_state": state}
+    model = model_from_checkpoint(payload, torch.device("cpu"))
+    embedder = TorchEmbedder(model, torch.device("cpu"))
+    _, train = preset(BASE)
+    return score(embedder, data, train, tasks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--features", type=Path, required="--list" not in sys.argv)
+    parser.add_argument("--split", type=Path, required="--list" not in sys.argv)
+    parser.add_argument("--variants", default="recipe,old-recipe")
+    parser.add_argument("--steps", type=int, default=None, help="steps per variant (default: the preset's)")
+    parser.add_argument("--tasks", type=int, default=2000, help="validation tasks (default 2000)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("bench-output/recipe"))
+    parser.add_argument("--list", action="store_true", help="print the variants and exit")
+    args = parser.parse_args()
+    if args.list:
+        for name, (what, m, t) in VARIANTS.items():
+            print(f"{name:18s} {what}  model {m}  train {t}")
+        return
+    torch.set_num_threads(args.threads)
+    data = run_data_from_inputs(open_training_inputs(args.features, args.split))
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    results_file = args.out / "recipe.json"
+    done = json.loads(results_file.read_text()) if results_file.exists() else {}
+    for name in filter(None, args.variants.split(",")):
+        if name.startswith("post:"):  # post:RUN_NAME:VARIANT re-scores RUN_NAME's final weights as VARIANT
+            _, run_name, variant = name.split(":")
+            row = post_variant(args.out / run_name / "final.pt", data, args.tasks, VARIANTS[variant][1])
+            row.update(variant=name, what=f"{run_name} re-scored: {VARIANTS[variant][0]}", minutes=0.0,
+                       steps=0, s_per_step=0.0)
+        elif name in done:
+            row = done[name]
+        else:
+            model, train = configs(name, args.steps, args.tasks)
+            run_dir = args.out / name
+            t0 = time.perf_counter()
+            trained = fit(data, model, train, run_dir, device="cpu", resident=True,
+                          resume=(run_dir / "last.pt").exists(), progress=True)
+            minutes = (time.perf_counter() - t0) / 60
+            # the final weights (the averaged ones where the variant averages): what a fixed-length run ends with
+            last = load_checkpoint(run_dir / "last.pt")
+            final = {**last, "kind": "best", "model_state": (last.get("ema_state") or last)["model_state"]}
+            torch.save({k: v for k, v in final.items() if k not in ("optimizer_state", "rng_states", "ema_state")},
+                       run_dir / "final.pt")
+            embedder, _ = load_embedder(run_dir / "final.pt", "cpu")
+            row = score(embedder, data, train, args.tasks)
+            best = next(r for r in trained.history if r.epoch == trained.best_epoch)
+            row.update(variant=name, what=VARIANTS[name][0], minutes=round(minutes, 2), steps=trained.epochs_run,
+                       s_per_step=round(trained.elapsed_s / max(trained.epochs_run, 1), 3),
+                       best_val=best.val_accuracy, best_step=trained.best_epoch)
+            done[name] = row
+            results_file.write_text(json.dumps(done, indent=1) + "\n")
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    split_name = args.split.stem
+    lines = [f"Variants of `{BASE}` trained {args.steps or 'the preset'} steps each (seed 0), final weights scored on "
+             f"{args.tasks} 5-way one-shot tasks of the `{split_name}` split's validation classes (positives from "
+             f"another recording); 95% Wilson intervals; baseline = raw log-mel cosine on the same tasks.", "",
+             "| variant | change | validation accuracy | 95% CI | tasks | baseline | steps | s/step | minutes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['what']} | **{r['accuracy']:.3f}** | [{r['ci95'][0]:.3f}, "
+                     f"{r['ci95'][1]:.3f}] | {r['n_tasks']} | {r['baseline']:.3f} | {r['steps']} | "
+                     f"{r['s_per_step']:.2f} | {r['minutes']:.1f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    write_results(f"recipe-{split_name}", text, title=f"CPU recipe ablation on {split_name} validation classes")
+
+
+if __name__ == "__main__":
+    main()
