@@ -30,7 +30,9 @@ refuse: a searched ``loss`` sets ``batch`` (``LOSSES_OF_BATCH``) and ``head``
 (``HEAD_OF_LOSS``); ``merge`` is drawn only for the difference head, ``pos`` and
 ``ratio`` only for pair batches, ``classes_per_batch`` / ``clips_per_class``
 only for class batches, ``margin`` only for the contrastive loss,
-``temperature`` only for ``supcon``, a block's filters only when the block exists.
+``temperature`` only for ``supcon``, ``aux_weight`` only for class batches (a pair
+loss trains without the preset's auxiliary classifier), a block's filters only
+when the block exists.
 
 :func:`check_space` refuses a space before any trial runs, naming the field:
 unknown fields, empty choices, empty ranges, values a config refuses, and
@@ -282,7 +284,8 @@ class Space:
         head = HEAD_OF_LOSS[loss] if "train.loss" in values else self.model.head
         rule = {"model.merge": head == "difference", "train.pos": batch == "pairs", "train.ratio": batch == "pairs",
                 "train.margin": loss == "contrastive", "train.temperature": loss == "supcon",
-                "train.classes_per_batch": batch == "classes", "train.clips_per_class": batch == "classes"}
+                "train.classes_per_batch": batch == "classes", "train.clips_per_class": batch == "classes",
+                "train.aux_weight": batch == "classes"}
         return rule.get(key, True)
 
     def configs(self, values: Mapping[str, Any]) -> tuple[ModelConfig, TrainConfig]:
@@ -316,6 +319,8 @@ class Space:
         if "train.loss" in values:
             train["batch"] = _batch_of(values["train.loss"])
             model["head"] = HEAD_OF_LOSS[values["train.loss"]]
+            if train["batch"] != "classes" and "train.aux_weight" not in values:
+                train["aux_weight"] = 0.0  # the auxiliary classifier needs class batches (pair losses train without it)
         try:
             return dataclasses.replace(self.model, **model), dataclasses.replace(self.train, **train)
         except TrainingError as exc:
