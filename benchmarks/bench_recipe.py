@@ -32,14 +32,25 @@ from results import write_results  # noqa: E402
 
 from siamese_audio.evaluation import evaluate_one_shot  # noqa: E402
 from siamese_audio.evaluation.baseline import RawCosineEmbedder  # noqa: E402
-from siamese_audio.training.checkpoint import load_checkpoint, load_embedder, model_from_checkpoint  # noqa: E402
+from siamese_audio.training.checkpoint import load_checkpoint, load_embedder  # noqa: E402
 from siamese_audio.training.config import model_config_from_dict, preset  # noqa: E402
 from siamese_audio.training.data import open_training_inputs  # noqa: E402
 from siamese_audio.training.embedder import TorchEmbedder  # noqa: E402
 from siamese_audio.training.loop import fit, run_data_from_inputs  # noqa: E402
 
 BASE = "cpu-esc50"
-OFF = {"ema_decay": 0.0, "center_clips": 0, "embed_center": False, "tta_crops": 1, "tta_frames": 0}
+#: The previous recipe (issue 20's starting point) as overrides of the preset: no weight average, test-time
+#: crops, centring, auxiliary classifier, mixing or level augmentations (bf16 steps).
+PREVIOUS_MODEL = {"embed_center": False, "tta_crops": 1, "tta_frames": 0}
+PREVIOUS_TRAIN = {"ema_decay": 0.0, "center_clips": 0, "aux_weight": 0.0, "mix_prob": 0.0, "gain_db": 0.0,
+                  "tilt_db": 0.0, "shift_bands": 0, "stretch": 0.0}
+LEVELS = {"gain_db": 6.0, "tilt_db": 6.0, "shift_bands": 3, "stretch": 0.15}
+
+
+def _previous(what: str, model: dict | None = None, train: dict | None = None) -> tuple[str, dict, dict]:
+    return what, {**PREVIOUS_MODEL, **(model or {})}, {**PREVIOUS_TRAIN, **(train or {})}
+
+
 #: name -> (what changes, model overrides, train overrides), relative to the preset.
 VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "recipe": ("the preset as it is", {}, {}),
@@ -51,22 +62,40 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "no-mix": ("no mixing with another clip", {}, {"mix_prob": 0.0}),
     "no-levels": ("no gain / tilt / band shift / stretch", {}, {"gain_db": 0.0, "tilt_db": 0.0, "shift_bands": 0,
                                                                 "stretch": 0.0}),
-    "old-recipe": ("the previous recipe (no EMA, TTA, centring, aux, mix, levels; fp32)",
-                   {"embed_center": False, "tta_crops": 1, "tta_frames": 0},
-                   {"ema_decay": 0.0, "center_clips": 0, "aux_weight": 0.0, "mix_prob": 0.0, "gain_db": 0.0,
-                    "tilt_db": 0.0, "shift_bands": 0, "stretch": 0.0, "precision": "fp32"}),
-    "old-recipe-bf16": ("the previous recipe, bf16 steps",
-                        {"embed_center": False, "tta_crops": 1, "tta_frames": 0},
-                        {"ema_decay": 0.0, "center_clips": 0, "aux_weight": 0.0, "mix_prob": 0.0, "gain_db": 0.0,
-                         "tilt_db": 0.0, "shift_bands": 0, "stretch": 0.0}),
+    "old-recipe": _previous("the previous recipe, float32 steps", train={"precision": "fp32"}),
+    "old-recipe-bf16": _previous("the previous recipe, bf16 steps"),
+    "old+aux": _previous("previous + auxiliary classifier (0.5)", train={"aux_weight": 0.5}),
+    "old+aux1": _previous("previous + auxiliary classifier (1.0)", train={"aux_weight": 1.0}),
+    "old+ema": _previous("previous + weight average (0.995)", train={"ema_decay": 0.995}),
+    "old+mix": _previous("previous + mixing with another class's clip", train={"mix_prob": 0.5}),
+    "old+levels": _previous("previous + gain, tilt, band shift, stretch", train=LEVELS),
+    "old+k8": _previous("previous, 16 classes x 8 clips a batch", train={"classes_per_batch": 16,
+                                                                        "clips_per_class": 8}),
+    "old+p40": _previous("previous, 40 classes x 4 clips a batch", train={"classes_per_batch": 40}),
+    "old+tau0.2": _previous("previous, supcon temperature 0.2", train={"temperature": 0.2}),
+    "old+tau0.05": _previous("previous, supcon temperature 0.05", train={"temperature": 0.05}),
+    "old+wide": _previous("previous, width 48-96-192-384", model={"conv_filters": (48, 96, 192, 384)}),
+    "old+fc256": _previous("previous, 256-wide embedding", model={"fc_units": 256}),
+    "old+drop": _previous("previous, dropout 0.2 on the embedding", model={"dropout_fc": 0.2}),
+    "old+wd": _previous("previous, weight decay 5e-2", train={"weight_decay": 5e-2}),
     "aux-1": ("auxiliary classifier weight 1.0", {}, {"aux_weight": 1.0}),
+    "tta": ("test-time crops only (3 x 4 s)", {"tta_crops": 3, "tta_frames": 345, "embed_center": False}, {}),
+    "center": ("centring only", {"tta_crops": 1, "tta_frames": 0, "embed_center": True}, {}),
+    "tta-center": ("test-time crops and centring", {"tta_crops": 3, "tta_frames": 345, "embed_center": True}, {}),
     "wide": ("width 48-96-192-384", {"conv_filters": (48, 96, 192, 384)}, {}),
     "tau-0.2": ("supcon temperature 0.2", {}, {"temperature": 0.2}),
 }
 
 
+def split_seed(name: str) -> tuple[str, int]:
+    """``"old+aux@1"`` -> ``("old+aux", 1)``: the variant trained with another seed (run-to-run noise)."""
+    base, _, seed = name.partition("@")
+    return base, int(seed or 0)
+
+
 def configs(name: str, steps: int | None, tasks: int):
-    """Model and training configs of variant ``name`` (``steps`` shortens the schedule)."""
+    """Model and training configs of variant ``name`` (``NAME@SEED``; ``steps`` shortens the schedule)."""
+    name, seed = split_seed(name)
     _, model_changes, train_changes = VARIANTS[name]
     model, train = preset(BASE)
     model = dataclasses.replace(model, **model_changes)
@@ -75,13 +104,16 @@ def configs(name: str, steps: int | None, tasks: int):
         scale = steps / train.max_epochs
         train = dataclasses.replace(train, max_epochs=steps, warmup_epochs=max(1, round(train.warmup_epochs * scale)),
                                     eval_every=max(1, steps // 4), patience=1000, max_minutes=0.0)
-    return model, dataclasses.replace(train, eval_tasks=tasks)
+    return model, dataclasses.replace(train, eval_tasks=tasks, seed=seed)
 
 
 def score(embedder, data, train, tasks: int) -> dict:
-    """Accuracy on ``tasks`` validation tasks, its Wilson interval, and the raw baseline on the same tasks."""
+    """Accuracy on ``tasks`` validation tasks, its Wilson interval, and the raw baseline on the same tasks.
+
+    The tasks are drawn with seed 0 whatever the training seed, so that every variant meets the same tasks.
+    """
     runs = math.ceil(tasks / len(data.val_rows))
-    common = dict(read=data.read, class_rows=data.val_rows, ways=train.ways, runs=runs, seed=train.seed,
+    common = dict(read=data.read, class_rows=data.val_rows, ways=train.ways, runs=runs, seed=0,
                   class_sources=data.val_sources)
     ours = evaluate_one_shot(embedder, **common)
     raw = evaluate_one_shot(RawCosineEmbedder(), **common)
@@ -89,14 +121,23 @@ def score(embedder, data, train, tasks: int) -> dict:
 
 
 def post_variant(checkpoint: Path, data, tasks: int, model_changes: dict) -> dict:
-    """Re-score a trained checkpoint with other test-time settings (no training)."""
+    """Re-score a trained checkpoint with other test-time settings (no training).
+
+    Turning centring on measures the mean embedding of the recipe's 512 training clips with these weights.
+    """
+    from siamese_audio.training.averaging import center_rows, embedding_mean
+    from siamese_audio.training.model import SiameseNet
+
     payload = load_checkpoint(checkpoint)
     config = dataclasses.replace(model_config_from_dict(payload["model_config"]), **model_changes)
-    state = dict(payload["model_state"])
-    if not config.embed_center:
-        state.pop("embed_mean", None)
-    payload = {**payload, "model_config": dataclasses.asdict(config), "model_state": state}
-    model = model_from_checkpoint(payload, torch.device("cpu"))
+    state = {k: v for k, v in payload["model_state"].items() if k != "embed_mean"}
+    model = SiameseNet(config, tuple(payload["input_shape"]))
+    model.load_state_dict(state, strict=False)
+    model.eval()
+    if config.embed_center:
+        _, train = preset(BASE)
+        rows = center_rows(data.train_rows, train.center_clips, train.seed)
+        model.set_embed_mean(embedding_mean(model, data.read, rows, torch.device("cpu")))
     embedder = TorchEmbedder(model, torch.device("cpu"))
     _, train = preset(BASE)
     return score(embedder, data, train, tasks)
@@ -146,7 +187,8 @@ def main() -> None:
             embedder, _ = load_embedder(run_dir / "final.pt", "cpu")
             row = score(embedder, data, train, args.tasks)
             best = next(r for r in trained.history if r.epoch == trained.best_epoch)
-            row.update(variant=name, what=VARIANTS[name][0], minutes=round(minutes, 2), steps=trained.epochs_run,
+            what = VARIANTS[split_seed(name)[0]][0] + (f" (seed {split_seed(name)[1]})" if "@" in name else "")
+            row.update(variant=name, what=what, minutes=round(minutes, 2), steps=trained.epochs_run,
                        s_per_step=round(trained.elapsed_s / max(trained.epochs_run, 1), 3),
                        best_val=best.val_accuracy, best_step=trained.best_epoch)
             done[name] = row

@@ -172,3 +172,37 @@ def test_an_averaged_run_resumes_to_the_same_weights(tmp_path):
     a, b = load_checkpoint(whole.best_checkpoint), load_checkpoint(resumed.best_checkpoint)
     for name in a["model_state"]:
         torch.testing.assert_close(a["model_state"][name], b["model_state"][name])
+
+
+class _ByHand:
+    """The crops-then-centring embedding written out by hand, for comparison with the checkpoint's own."""
+
+    def __init__(self, model, frames, crops):
+        self.model, self.frames, self.crops = model.eval(), frames, crops
+
+    def embed(self, x):
+        with torch.no_grad():
+            h = self.model.normalize(torch.from_numpy(np.asarray(x, dtype=np.float32)))
+            starts = np.linspace(0, h.shape[-1] - self.frames, self.crops).round().astype(int)
+            z = torch.stack([self.model.encoder(h[..., s:s + self.frames]) for s in starts]).mean(0)
+            return (z - self.model.embed_mean).numpy()
+
+    def similarity(self, a, b):
+        a, b = torch.from_numpy(a), torch.from_numpy(b)
+        return torch.nn.functional.cosine_similarity(a, b, dim=-1).numpy()
+
+
+def test_evaluation_scores_with_the_checkpoints_crops_and_centring(tmp_path):
+    from siamese_audio.evaluation.evaluator import evaluate_one_shot
+
+    data, test = texture_data()
+    config = dataclasses.replace(TRAIN, max_epochs=4, eval_every=4, eval_tasks=20, center_clips=64)
+    result = fit(data, MODEL, config, tmp_path / "run", device="cpu", progress=False)
+    embedder, _ = load_embedder(result.best_checkpoint, "cpu")
+    by_hand = _ByHand(embedder.model, MODEL.tta_frames, MODEL.tta_crops)
+    ours = evaluate_one_shot(embedder, read=data.read, class_rows=test, ways=4, runs=20, seed=1)
+    theirs = evaluate_one_shot(by_hand, read=data.read, class_rows=test, ways=4, runs=20, seed=1)
+    assert ours.accuracy == theirs.accuracy
+    plain = _ByHand(embedder.model, SHAPE[1], 1)  # no crops, and no centring either: a different embedding
+    plain.embed = lambda x: embedder.model.encoder(embedder.model.normalize(torch.from_numpy(x))).detach().numpy()
+    assert not np.allclose(embedder.embed(data.read(np.arange(4))), plain.embed(data.read(np.arange(4))))
