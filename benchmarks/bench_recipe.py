@@ -8,7 +8,7 @@ validation classes (positives from another recording), with a 95% Wilson interva
 log-mel cosine baseline on the same tasks. Test classes are never read.
 
     .venv/bin/python benchmarks/bench_recipe.py --features STORE/esc50/VERSION --split splits/report.parquet \
-        [--variants recipe,no-ema,...] [--steps 400] [--tasks 2000] [--threads 2] [--out bench-output/recipe]
+        [--variants recipe,+ema,...] [--steps 400] [--tasks 2000] [--threads 2] [--out bench-output/recipe]
 
 ``--list`` prints the variants. The table goes to ``docs/results/recipe-<split>.md``
 (``benchmarks/results.py``); each row's command is the same line with ``--variants NAME``.
@@ -39,56 +39,52 @@ from siamese_audio.training.embedder import TorchEmbedder  # noqa: E402
 from siamese_audio.training.loop import fit, run_data_from_inputs  # noqa: E402
 
 BASE = "cpu-esc50"
-#: The previous recipe (issue 20's starting point) as overrides of the preset: no weight average, test-time
-#: crops, centring, auxiliary classifier, mixing or level augmentations (bf16 steps).
-PREVIOUS_MODEL = {"embed_center": False, "tta_crops": 1, "tta_frames": 0}
-PREVIOUS_TRAIN = {"ema_decay": 0.0, "center_clips": 0, "aux_weight": 0.0, "mix_prob": 0.0, "gain_db": 0.0,
-                  "tilt_db": 0.0, "shift_bands": 0, "stretch": 0.0}
+#: Every lever issue 20 tried, as overrides of the preset (which keeps none of them: none won on validation).
+LEVERS_MODEL = {"embed_center": True, "tta_crops": 3, "tta_frames": 345}
+LEVERS_TRAIN = {"ema_decay": 0.995, "center_clips": 512, "aux_weight": 0.5, "mix_prob": 0.5, "gain_db": 6.0,
+                "tilt_db": 6.0, "shift_bands": 3, "stretch": 0.15}
 LEVELS = {"gain_db": 6.0, "tilt_db": 6.0, "shift_bands": 3, "stretch": 0.15}
+NO_LEVELS = {"gain_db": 0.0, "tilt_db": 0.0, "shift_bands": 0, "stretch": 0.0}
 
 
-def _previous(what: str, model: dict | None = None, train: dict | None = None) -> tuple[str, dict, dict]:
-    return what, {**PREVIOUS_MODEL, **(model or {})}, {**PREVIOUS_TRAIN, **(train or {})}
+def _levers(what: str, model: dict | None = None, train: dict | None = None) -> tuple[str, dict, dict]:
+    return what, {**LEVERS_MODEL, **(model or {})}, {**LEVERS_TRAIN, **(train or {})}
 
 
 #: name -> (what changes, model overrides, train overrides), relative to the preset.
 VARIANTS: dict[str, tuple[str, dict, dict]] = {
-    "recipe": ("the preset as it is", {}, {}),
+    "recipe": ("the preset as it is (bf16 steps, no extra levers)", {}, {}),
     "fp32": ("float32 steps instead of bf16 autocast", {}, {"precision": "fp32"}),
-    "no-ema": ("no weight average", {}, {"ema_decay": 0.0}),
-    "no-center": ("no centring of embeddings", {"embed_center": False}, {"center_clips": 0}),
-    "no-tta": ("whole clip once instead of test-time crops", {"tta_crops": 1, "tta_frames": 0}, {}),
-    "no-aux": ("no auxiliary classifier", {}, {"aux_weight": 0.0}),
-    "no-mix": ("no mixing with another clip", {}, {"mix_prob": 0.0}),
-    "no-levels": ("no gain / tilt / band shift / stretch", {}, {"gain_db": 0.0, "tilt_db": 0.0, "shift_bands": 0,
-                                                                "stretch": 0.0}),
-    "old-recipe": _previous("the previous recipe, float32 steps", train={"precision": "fp32"}),
-    "old-recipe-bf16": _previous("the previous recipe, bf16 steps"),
-    "old+aux": _previous("previous + auxiliary classifier (0.5)", train={"aux_weight": 0.5}),
-    "old+aux1": _previous("previous + auxiliary classifier (1.0)", train={"aux_weight": 1.0}),
-    "old+ema": _previous("previous + weight average (0.995)", train={"ema_decay": 0.995}),
-    "old+mix": _previous("previous + mixing with another class's clip", train={"mix_prob": 0.5}),
-    "old+levels": _previous("previous + gain, tilt, band shift, stretch", train=LEVELS),
-    "old+k8": _previous("previous, 16 classes x 8 clips a batch", train={"classes_per_batch": 16,
-                                                                        "clips_per_class": 8}),
-    "old+p40": _previous("previous, 40 classes x 4 clips a batch", train={"classes_per_batch": 40}),
-    "old+tau0.2": _previous("previous, supcon temperature 0.2", train={"temperature": 0.2}),
-    "old+tau0.05": _previous("previous, supcon temperature 0.05", train={"temperature": 0.05}),
-    "old+wide": _previous("previous, width 48-96-192-384", model={"conv_filters": (48, 96, 192, 384)}),
-    "old+fc256": _previous("previous, 256-wide embedding", model={"fc_units": 256}),
-    "old+drop": _previous("previous, dropout 0.2 on the embedding", model={"dropout_fc": 0.2}),
-    "old+wd": _previous("previous, weight decay 5e-2", train={"weight_decay": 5e-2}),
-    "aux-1": ("auxiliary classifier weight 1.0", {}, {"aux_weight": 1.0}),
-    "tta": ("test-time crops only (3 x 4 s)", {"tta_crops": 3, "tta_frames": 345, "embed_center": False}, {}),
-    "center": ("centring only", {"tta_crops": 1, "tta_frames": 0, "embed_center": True}, {}),
-    "tta-center": ("test-time crops and centring", {"tta_crops": 3, "tta_frames": 345, "embed_center": True}, {}),
+    "+aux": ("+ auxiliary classifier (0.5)", {}, {"aux_weight": 0.5}),
+    "+aux1": ("+ auxiliary classifier (1.0)", {}, {"aux_weight": 1.0}),
+    "+ema": ("+ weight average (0.995)", {}, {"ema_decay": 0.995}),
+    "+aux+ema": ("+ auxiliary classifier (0.5) + weight average (0.995)", {}, {"aux_weight": 0.5,
+                                                                              "ema_decay": 0.995}),
+    "+mix": ("+ mixing with another class's clip (p 0.5, 5-20 dB)", {}, {"mix_prob": 0.5}),
+    "+levels": ("+ gain, tilt, band shift, stretch", {}, LEVELS),
+    "+tta": ("+ test-time crops (3 x 4 s)", {"tta_crops": 3, "tta_frames": 345}, {}),
+    "+center": ("+ centring by the training clips' mean", {"embed_center": True}, {"center_clips": 512}),
+    "k8": ("16 classes x 8 clips a batch", {}, {"classes_per_batch": 16, "clips_per_class": 8}),
+    "p40": ("40 classes x 4 clips a batch", {}, {"classes_per_batch": 40}),
+    "tau0.2": ("supcon temperature 0.2", {}, {"temperature": 0.2}),
+    "tau0.05": ("supcon temperature 0.05", {}, {"temperature": 0.05}),
     "wide": ("width 48-96-192-384", {"conv_filters": (48, 96, 192, 384)}, {}),
-    "tau-0.2": ("supcon temperature 0.2", {}, {"temperature": 0.2}),
+    "fc256": ("256-wide embedding", {"fc_units": 256}, {}),
+    "drop": ("dropout 0.2 on the embedding", {"dropout_fc": 0.2}, {}),
+    "wd": ("weight decay 5e-2", {}, {"weight_decay": 5e-2}),
+    "levers": _levers("all the levers: EMA, test-time crops, centring, aux classifier, mixing, levels"),
+    "levers-no-levels": _levers("all the levers but gain / tilt / band shift / stretch", train=NO_LEVELS),
+    "levers-no-aux": _levers("all the levers but the auxiliary classifier", train={"aux_weight": 0.0}),
+    "levers-no-mix": _levers("all the levers but mixing", train={"mix_prob": 0.0}),
+    "levers-no-tta": _levers("all the levers but test-time crops", model={"tta_crops": 1, "tta_frames": 0}),
+    "levers-no-center": _levers("all the levers but centring", model={"embed_center": False},
+                                train={"center_clips": 0}),
 }
+#: The ``post:RUN:VARIANT`` re-scorings use a variant's model overrides on RUN's weights.
 
 
 def split_seed(name: str) -> tuple[str, int]:
-    """``"old+aux@1"`` -> ``("old+aux", 1)``: the variant trained with another seed (run-to-run noise)."""
+    """``"+aux@1"`` -> ``("+aux", 1)``: the variant trained with another seed (run-to-run noise)."""
     base, _, seed = name.partition("@")
     return base, int(seed or 0)
 
@@ -143,11 +139,26 @@ def post_variant(checkpoint: Path, data, tasks: int, model_changes: dict) -> dic
     return score(embedder, data, train, tasks)
 
 
+def verdict(rows: list[dict]) -> list[str]:
+    """Lines comparing each variant with the preset against the run-to-run noise (the preset's seed repeats)."""
+    by_name = {r["variant"]: r["accuracy"] for r in rows}
+    repeats = [acc for name, acc in by_name.items() if split_seed(name)[0] == "recipe" and not name.startswith("post:")]
+    if "recipe" not in by_name or len(repeats) < 2:
+        return ["", "Run-to-run noise not measured (add `recipe@1` to the variants)."]
+    noise = max(repeats) - min(repeats)
+    above = [f"`{n}` ({a:.3f})" for n, a in by_name.items() if split_seed(n)[0] != "recipe" and a > max(repeats) + 0.0]
+    clear = [f"`{n}` ({a:.3f})" for n, a in by_name.items() if split_seed(n)[0] != "recipe"
+             and a - by_name["recipe"] > noise]
+    return ["", f"Run-to-run noise: the preset trained with {len(repeats)} seeds spans {min(repeats):.3f}-"
+                f"{max(repeats):.3f} ({noise:.3f}). Variants above every seed of the preset: "
+                f"{', '.join(above) or 'none'}; above the preset by more than that noise: {', '.join(clear) or 'none'}."]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--features", type=Path, required="--list" not in sys.argv)
     parser.add_argument("--split", type=Path, required="--list" not in sys.argv)
-    parser.add_argument("--variants", default="recipe,old-recipe")
+    parser.add_argument("--variants", default="recipe,fp32")
     parser.add_argument("--steps", type=int, default=None, help="steps per variant (default: the preset's)")
     parser.add_argument("--tasks", type=int, default=2000, help="validation tasks (default 2000)")
     parser.add_argument("--threads", type=int, default=2)
@@ -165,13 +176,15 @@ def main() -> None:
     results_file = args.out / "recipe.json"
     done = json.loads(results_file.read_text()) if results_file.exists() else {}
     for name in filter(None, args.variants.split(",")):
-        if name.startswith("post:"):  # post:RUN_NAME:VARIANT re-scores RUN_NAME's final weights as VARIANT
+        if name in done:
+            row = done[name]
+        elif name.startswith("post:"):  # post:RUN_NAME:VARIANT re-scores RUN_NAME's final weights as VARIANT
             _, run_name, variant = name.split(":")
             row = post_variant(args.out / run_name / "final.pt", data, args.tasks, VARIANTS[variant][1])
             row.update(variant=name, what=f"{run_name} re-scored: {VARIANTS[variant][0]}", minutes=0.0,
                        steps=0, s_per_step=0.0)
-        elif name in done:
-            row = done[name]
+            done[name] = row
+            results_file.write_text(json.dumps(done, indent=1) + "\n")
         else:
             model, train = configs(name, args.steps, args.tasks)
             run_dir = args.out / name
@@ -205,6 +218,7 @@ def main() -> None:
         lines.append(f"| {r['variant']} | {r['what']} | **{r['accuracy']:.3f}** | [{r['ci95'][0]:.3f}, "
                      f"{r['ci95'][1]:.3f}] | {r['n_tasks']} | {r['baseline']:.3f} | {r['steps']} | "
                      f"{r['s_per_step']:.2f} | {r['minutes']:.1f} |")
+    lines += verdict(rows)
     text = "\n".join(lines) + "\n"
     print(text)
     write_results(f"recipe-{split_name}", text, title=f"CPU recipe ablation on {split_name} validation classes")
