@@ -31,12 +31,23 @@ SUBCOMMAND_MODULES = (
 )
 
 
+def package_version() -> str:
+    """The installed distribution's version (``"unknown"`` when run from a tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("siamese-audio")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The root parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="siamese-audio",
         description="Few-shot audio learning with Siamese networks: feature store, splits, training, evaluation.",
     )
+    parser.add_argument("--version", action="version", version=f"siamese-audio {package_version()}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log messages on stderr")
     parser.add_argument("-q", "--quiet", action="count", default=0,
                         help="fewer log messages on stderr (-q: warnings and errors, -qq: errors)")
