@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from siamese_audio.errors import EvaluationError
 from siamese_audio.evaluation.baseline import BASELINE_NAME
 from siamese_audio.evaluation.evaluator import OneShotResult
 from siamese_audio.evaluation.metrics import ACROSS_SPLITS_CI_METHOD, CI_METHOD, POOLED_CI_METHOD
 from siamese_audio.evaluation.plots import plot_accuracy_vs_ways, plot_confusion
 from siamese_audio.evaluation.reevaluate import EvaluationReport, SplitRun
-from siamese_audio.files import write_text_atomic
+from siamese_audio.files import refuse_inside_version, write_text_atomic
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -229,6 +230,7 @@ def write_report(report: EvaluationReport, out_dir: str | os.PathLike[str]) -> d
     from siamese_audio.manifests.splits import write_split
 
     out = Path(out_dir)
+    refuse_inside_version(out, option="report directory", error=EvaluationError)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for run in report.runs:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from siamese_audio.errors import SplitError
-from siamese_audio.files import write_parquet_atomic
+from siamese_audio.files import refuse_inside_version, write_parquet_atomic
 from siamese_audio.manifests.classes import known_classes
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -361,6 +361,7 @@ def write_split(split: Split, path: str | os.PathLike[str]) -> Path:
     import pyarrow as pa
 
     path = Path(path)
+    refuse_inside_version(path, option="split manifest", error=SplitError)
     rows = [(split.dataset, c, s) for s in SPLITS for c in split.classes[s]]
     schema = pa.schema(
         [("dataset", pa.string()), ("class", pa.string()), ("split", pa.string())],

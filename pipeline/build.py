@@ -27,6 +27,7 @@ from siamese_audio.features.config import FeatureConfig, preset
 from siamese_audio.features.fingerprint import SOURCE_HASH
 from siamese_audio.features.fingerprint import version_id as fingerprint
 from siamese_audio.features.records import catalog_records
+from siamese_audio.files import refuse_inside_version
 from siamese_audio.manifests.datasets import scan_dataset
 from siamese_audio.manifests.sources import DatasetScan
 from siamese_audio.pipeline import repair
@@ -98,6 +99,7 @@ def build(cfg: BuildConfig) -> BuildResult:
     config = cfg.feature_config or preset(cfg.dataset)
     source_dir = local_path(cfg.source_dir, what="source directory").resolve()
     store_root = local_path(cfg.store_root, what="store root").resolve()
+    refuse_inside_version(local_path(cfg.store_root, what="store root"), option="--store", error=StoreError)
     listed_at_ns = time.time_ns()
     scan = scan_dataset(cfg.dataset, source_dir)
     if not scan.clips:

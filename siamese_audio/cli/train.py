@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from siamese_audio.cli.output import check_out_dir, emit
 from siamese_audio.errors import TrainingError
+from siamese_audio.files import refuse_inside_version
 from siamese_audio.training.config import (
     PRESETS,
     ModelConfig,
@@ -80,6 +81,7 @@ def _resume_args(args: argparse.Namespace) -> tuple[Path, dict]:
     run_dir = args.out if args.resume is True else Path(args.resume)
     if run_dir is None:
         raise TrainingError("--resume needs a run directory: --resume RUN_DIR, or --resume with --out RUN_DIR.")
+    refuse_inside_version(run_dir, option="--resume", error=TrainingError)
     if args.out is not None and args.resume is not True and Path(args.out) != run_dir:
         raise TrainingError(f"--resume {run_dir} and --out {args.out} name different run directories.")
     changed = [f"--{name.replace('_', '-')}" for name in ("preset", "config", *OVERRIDES)
