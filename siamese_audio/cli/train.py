@@ -130,7 +130,8 @@ def run_train(args: argparse.Namespace) -> int:
     result = train_from_args(args)
     best = next((r for r in result.history if r.epoch == result.best_epoch), None)
     summary = {
-        "best_checkpoint": str(result.best_checkpoint), "best_val_accuracy": result.best_val_accuracy,
+        "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+        "best_val_accuracy": result.best_val_accuracy,
         "best_val_n_tasks": best.val_n_tasks if best else 0,
         "best_val_ci95": [best.val_ci95_low, best.val_ci95_high] if best else None,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped": result.stopped,
@@ -143,5 +144,6 @@ def run_train(args: argparse.Namespace) -> int:
          f"best validation accuracy {result.best_val_accuracy:.3f} (95% Wilson CI {ci[0]:.3f}-{ci[1]:.3f}, "
          f"{summary['best_val_n_tasks']} tasks) at epoch {result.best_epoch} "
          f"({result.epochs_run} epochs in {result.elapsed_s / 60:.1f} min, stopped by {result.stopped}); "
-         f"best weights: {result.best_checkpoint}")
+         + (f"best weights: {result.best_checkpoint}" if result.best_checkpoint else
+          f"best weights: none ({result.run_dir / 'best.pt'} is missing; last.pt holds the latest weights)"))
     return 0
