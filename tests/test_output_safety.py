@@ -220,3 +220,225 @@ def test_a_resumed_run_without_best_pt_does_not_print_one(synthetic, tmp_path, c
     assert json.loads(out)["best_checkpoint"] is None
     code, out, err = cli(capsys, "train", "--resume", str(run), "--no-progress", "--device", "cpu")
     assert "best weights: none" in out and not (run / "best.pt").exists()
+
+
+# ----------------------------------------------------------------------------- bounded sizes, side files
+
+def _no_hang(seconds: int = 20):
+    """Fail (instead of hanging the suite) when the block blocks on a FIFO."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def guard():
+        def alarm(*_):
+            raise TimeoutError("blocked")
+        old = signal.signal(signal.SIGALRM, alarm)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+    return guard()
+
+
+def test_build_refuses_a_huge_clips_per_shard_before_any_work(tmp_path, capsys):
+    source = make_audiomnist(tmp_path / "audiomnist", speakers=("01",), digits=2, reps=2)
+    code, out, err = cli(capsys, "build", "audiomnist", str(source), "--store", str(tmp_path / "store"),
+                         "--clips-per-shard", "1000000000", "--workers", "1", "--no-progress")
+    line = one_line_error(err, "build")
+    assert code == 2 and "clips_per_shard to be an integer from 1 to 1,048,576. Got 1000000000" in line
+    code, out, err = cli(capsys, "build", "audiomnist", str(source), "--store", str(tmp_path / "store"),
+                         "--clips-per-shard", "100000", "--workers", "1", "--no-progress")
+    line = one_line_error(err, "build")
+    assert code == 2 and "Expected --clips-per-shard at most 32 (the dataset has 4 clips" in line
+    assert not (tmp_path / "store").exists()
+
+
+def test_clips_per_shard_is_bounded_by_the_data_and_by_memory():
+    from siamese_audio.features.layout import MAX_CLIPS_PER_SHARD, check_clips_per_shard
+
+    check_clips_per_shard(32, n_clips=12, clip_shape=(224, 224), available=1 << 34)
+    check_clips_per_shard(500, n_clips=1000, clip_shape=(224, 224), available=1 << 34)
+    with pytest.raises(StoreError, match=r"at most 32 \(the dataset has 12 clips"):
+        check_clips_per_shard(100, n_clips=12, clip_shape=(224, 224), available=1 << 34)
+    with pytest.raises(StoreError, match=r"at most 83 \(a shard holds 200,704 bytes a clip .* 0.1 GiB"):
+        check_clips_per_shard(500, n_clips=1000, clip_shape=(224, 224), available=1 << 27)
+    with pytest.raises(StoreError, match=f"from 1 to {MAX_CLIPS_PER_SHARD:,}"):
+        StoreLayout(clips_per_shard=MAX_CLIPS_PER_SHARD + 1)
+
+
+@pytest.mark.parametrize("runs", ["100000000000", "20000000"])
+def test_evaluate_refuses_runs_past_the_bound_with_the_limit(tmp_path, capsys, runs):
+    code, out, err = cli(capsys, "evaluate", str(tmp_path / "ck.pt"), "--features", str(tmp_path / "v"),
+                         "--split", "x.parquet", "--runs", runs, "--out", str(tmp_path / "r"))
+    line = one_line_error(err, "evaluate")
+    assert code == 2 and "Expected runs (tasks per evaluating class) at most 1,000,000" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_runs_are_bounded_by_classes_and_memory(monkeypatch):
+    from siamese_audio.errors import EvaluationError
+    from siamese_audio.evaluation import tasks
+
+    tasks.check_runs(200_000, n_classes=5)
+    with pytest.raises(EvaluationError, match=r"at most 200,000 \(at most 1,000,000 tasks over 5 classes\)"):
+        tasks.check_runs(200_001, n_classes=5)
+    monkeypatch.setattr("siamese_audio.memory.available_bytes", lambda: 1 << 26)
+    with pytest.raises(EvaluationError, match=r"bytes a run over 50 classes, within 1/4 of the 0.1 GiB"):
+        tasks.check_runs(10_000, n_classes=50, ways=5)
+
+
+def test_batch_sizes_are_bounded(tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    from siamese_audio.errors import EvaluationError, TrainingError
+    from siamese_audio.evaluation.evaluator import check_batch_size
+    from siamese_audio.training.config import preset
+
+    code, out, err = cli(capsys, "evaluate", str(tmp_path / "ck.pt"), "--features", str(tmp_path / "v"),
+                         "--split", "x.parquet", "--batch-size", "1000000000", "--out", str(tmp_path / "r"))
+    assert code == 2 and "Expected batch_size at most 8,192" in one_line_error(err, "evaluate")
+    monkeypatch.setattr("siamese_audio.memory.available_bytes", lambda: 1 << 30)
+    check_batch_size(20, (224, 224))
+    with pytest.raises(EvaluationError, match=r"--batch-size at most 20 \(clips of 224 x 224 float32"):
+        check_batch_size(64, (224, 224), option="--batch-size")
+    _, train = preset("tiny")
+    with pytest.raises(TrainingError, match="expected eval_tasks at most 1,000,000"):
+        dataclasses.replace(train, eval_tasks=10**9)
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo"])
+def test_a_hash_cache_that_is_no_regular_file_is_ignored_not_read(tmp_path, kind, caplog):
+    from siamese_audio.pipeline.hashcache import HashCache, cache_path
+
+    source = tmp_path / "src"
+    source.mkdir()
+    path = cache_path(tmp_path / "store", source)
+    path.parent.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    with _no_hang():
+        cache = HashCache.load(tmp_path / "store", source, "blake3")
+    assert cache.entries == {}
+    assert "hash cache ignored" in caplog.text and "regular file" in caplog.text
+
+
+def test_a_version_lock_that_is_a_fifo_stops_the_build_at_once(tmp_path):
+    from siamese_audio.lock import acquire, lock_path
+
+    version = tmp_path / "store" / "audiomnist" / "abc"
+    version.parent.mkdir(parents=True)
+    os.mkfifo(lock_path(version))
+    with _no_hang(), pytest.raises(StoreError, match=r"expected its lock .*abc.lock to be a regular file .* a FIFO"):
+        acquire(lock_path(version), what="Feature version abc")
+
+
+def test_a_seal_linked_to_dev_zero_is_refused(tmp_path):
+    from siamese_audio.features.integrity import read_seal
+
+    version = tmp_path / "v"
+    version.mkdir()
+    (version / store.PLAN).write_text("{}")
+    (version / store.SEAL).symlink_to("/dev/zero")
+    with _no_hang(), pytest.raises(StoreError, match="cannot read the seal .*regular file; it is a character device"):
+        read_seal(version)
+
+
+@pytest.mark.parametrize("kind, reason", [("dir", "Is a directory|it is a folder"), ("loop", "Too many levels of symbolic links"),
+                                          ("fifo", "it is a FIFO"), ("missing", "It does not exist")])
+def test_a_split_path_that_is_no_file_gets_the_right_reason(tmp_path, kind, reason):
+    from siamese_audio.errors import SplitError
+    from siamese_audio.manifests.splits import read_split
+
+    path = tmp_path / "split.parquet"
+    if kind == "dir":
+        path.mkdir()
+    elif kind == "loop":
+        path.symlink_to(path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    with _no_hang(), pytest.raises(SplitError, match=reason):
+        read_split(path)
+
+
+@pytest.mark.parametrize("kind, reason", [("dev-zero", "it is a character device"), ("fifo", "it is a FIFO")])
+def test_a_checkpoint_that_is_no_regular_file_is_refused_not_read(tmp_path, kind, reason):
+    from siamese_audio.errors import TrainingError
+    from siamese_audio.training.checkpoint import load_checkpoint
+
+    path = tmp_path / "best.pt"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    with _no_hang(), pytest.raises(TrainingError, match=reason):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_larger_than_the_memory_is_refused(tmp_path, monkeypatch):
+    from siamese_audio.errors import TrainingError
+    from siamese_audio.training import checkpoint
+
+    path = tmp_path / "best.pt"
+    path.write_bytes(b"\0" * 4096)
+    monkeypatch.setattr(checkpoint, "available_bytes", lambda: 1000)
+    with pytest.raises(TrainingError, match=r"at most 1,000 bytes; it holds 4,096 \(the memory available now"):
+        checkpoint.load_checkpoint(path)
+
+
+# ----------------------------------------------------------------------------- optimizer state of last.pt
+
+@pytest.fixture(scope="module")
+def last_run(synthetic, tmp_path_factory):
+    from siamese_audio.cli import main
+
+    run = tmp_path_factory.mktemp("lastrun") / "run"
+    assert main(_train_args(synthetic, run)) == 0
+    return run
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda o: o["state"][0].__setitem__("exp_avg", torch_zeros(3, 3)), "optimizer exp_avg of parameter 0 has shape"),
+    (lambda o: o["state"][0].__setitem__("step", torch_tensor(-5.0)), "optimizer step of parameter 0 to be a non-neg"),
+    (lambda o: o["state"][1].__setitem__("exp_avg_sq", torch_nan_like(o["state"][1]["exp_avg_sq"])), "NaN or Inf"),
+    (lambda o: o["param_groups"][0]["params"].pop(), "its optimizer lists parameters"),
+    (lambda o: o["param_groups"][0].__setitem__("lr", float("nan")), "optimizer setting lr"),
+])
+def test_resume_refuses_a_crafted_optimizer_state_in_one_line(last_run, tmp_path, capsys, change, message):
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(last_run, run)
+    payload = torch.load(run / "last.pt", weights_only=True)
+    change(payload["optimizer_state"])
+    torch.save(payload, run / "last.pt")
+    before = tree_bytes(run)
+    code, out, err = cli(capsys, "train", "--resume", str(run), "--max-minutes", "5", "--no-progress",
+                         "--device", "cpu")
+    line = one_line_error(err, "train")
+    assert code == 2 and f"Checkpoint {run / 'last.pt'}" in line and message in line, line
+    assert tree_bytes(run) == before
+
+
+def torch_zeros(*shape):
+    import torch
+
+    return torch.zeros(*shape)
+
+
+def torch_tensor(value):
+    import torch
+
+    return torch.tensor(value)
+
+
+def torch_nan_like(t):
+    import torch
+
+    return torch.full_like(t, float("nan"))

@@ -35,8 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from siamese_audio.errors import TrainingError
+from siamese_audio.errors import EvaluationError, TrainingError
 from siamese_audio.evaluation import POSITIVES_OTHER_RECORDING, evaluate_one_shot
+from siamese_audio.evaluation.evaluator import check_batch_size
+from siamese_audio.evaluation.tasks import check_runs
 from siamese_audio.files import refuse_inside_version
 from siamese_audio.lock import hold_directory
 from siamese_audio.memory import keep_training_buffers
@@ -206,6 +208,15 @@ def check_run_data(data: RunData, model: ModelConfig, config: TrainConfig) -> No
                 f"Validation: class {name!r} needs at least 2 clips (query and support). "
                 f"Got {len(data.val_rows[name])}."
             )
+    check_batch_size(config.eval_batch_size, data.shape, option="eval_batch_size", error=TrainingError)
+    if config.batch == "classes":
+        check_batch_size(config.classes_per_batch * config.clips_per_class, data.shape,
+                         option="classes_per_batch x clips_per_class", error=TrainingError)
+    try:
+        check_runs(validation_runs(config.eval_tasks, len(data.val_rows)), n_classes=len(data.val_rows),
+                   ways=config.ways)
+    except EvaluationError as exc:
+        raise TrainingError(f"Validation with eval_tasks {config.eval_tasks:,}: {exc}") from None
     overlap = sorted(set(data.train_rows) & set(data.val_rows))
     if overlap:
         raise TrainingError(f"Expected disjoint training and validation classes. Got both in: {overlap}.")
