@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from siamese_audio.errors import SplitError
-from siamese_audio.files import MIB, read_regular, refuse_inside_version, write_parquet_atomic
+from siamese_audio.files import MIB, read_regular, refuse_inside_version, shorten, write_parquet_atomic
 from siamese_audio.manifests.classes import known_classes
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -325,6 +325,7 @@ def validate(
     if unknown:
         hints = []
         for c in unknown[:10]:
+            c = shorten(c, 80)
             close = difflib.get_close_matches(c, universe, n=3, cutoff=0.5)
             hints.append(f"{c!r} (closest: {', '.join(close)})" if close else f"{c!r} (no close match)")
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""

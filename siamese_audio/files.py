@@ -175,6 +175,25 @@ def first_names(names: Any, limit: int = 5, *, width: int = 80) -> str:
     return f"{len(names):,} ({head}{more})"
 
 
+#: First characters that make a spreadsheet read a CSV cell as a formula (CSV injection).
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, made inert with a leading quote; others as they are."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_text(frame: Any, **to_csv_kwargs: Any) -> str:
+    """``frame.to_csv(...)`` (a pandas DataFrame) with every text cell, index label and header through :func:`csv_cell`."""
+    safe = frame.map(csv_cell)
+    safe.index = safe.index.map(csv_cell)
+    safe.columns = safe.columns.map(csv_cell)
+    return safe.to_csv(**to_csv_kwargs)
+
+
 def probe_writable(directory: str | os.PathLike[str]) -> str | None:
     """Create and remove a file named after this host and process in ``directory``.
 

@@ -442,3 +442,44 @@ def torch_nan_like(t):
     import torch
 
     return torch.full_like(t, float("nan"))
+
+
+# ----------------------------------------------------------------------------- bounded echoes, CSV cells
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_escaped():
+    import pandas as pd
+
+    from siamese_audio.files import csv_text
+
+    frame = pd.DataFrame({"class": ["=HYPERLINK(\"x\")", "+1", "-2", "@SUM(A1)", "dog"], "accuracy": [-0.5] * 5},
+                         index=["=i", "b", "c", "d", "e"])
+    text = csv_text(frame)
+    assert "'=HYPERLINK" in text and "\n'=i," in text and ",'+1," in text and ",'-2," in text
+    assert ",'@SUM(A1)," in text and ",dog,-0.5" in text
+
+
+def test_every_csv_report_goes_through_the_escape():
+    root = Path(__file__).resolve().parents[1]
+    writers = [p for p in (root / "evaluation").rglob("*.py") if ".to_csv(" in p.read_text()]
+    assert writers == [], writers
+
+
+def test_an_error_echoing_a_huge_argument_stays_short(tmp_path, capsys):
+    huge = str(tmp_path / ("x" * 5_000_000))
+    code, out, err = cli(capsys, "split-show", huge)
+    line = one_line_error(err, "split-show")
+    assert code == 2 and len(line) < 2200 and "characters)" in line
+
+
+def test_a_checkpoint_with_a_huge_version_id_is_refused_briefly(synthetic, tmp_path, capsys):
+    from siamese_audio.manifests.splits import read_split
+    from tests.hostile import write_checkpoint
+
+    version_path, split_path = synthetic
+    ck = write_checkpoint(tmp_path / "ck" / "best.pt", open_version(version_path), read_split(split_path),
+                          feature_version_id="v" * 30_000_000)
+    code, out, err = cli(capsys, "evaluate", str(ck), "--features", str(version_path), "--split", str(split_path),
+                         "--out", str(tmp_path / "report"))
+    line = one_line_error(err, "evaluate")
+    assert code == 2 and "feature_version_id of at most 256 characters. Got 30,000,000" in line and len(line) < 400
+    assert not (tmp_path / "report").exists()

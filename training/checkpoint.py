@@ -36,6 +36,8 @@ BEST = "best.pt"
 #: has 38.5 M parameters on 224 x 224 inputs.
 MAX_PARAMETERS = 2**31
 MAX_INPUT_SIDE = 2**16
+#: Bounds on the description's texts: ids, dataset and class names; paths (PATH_MAX); classes.
+MAX_NAME_CHARS, MAX_PATH_CHARS, MAX_CLASSES = 256, 4096, 100_000
 #: The largest checkpoint file read: weights, their average and two optimizer moments of
 #: :data:`MAX_PARAMETERS` float32 parameters, and room for the description. A file above the
 #: memory available now is refused too (``torch.load`` holds it whole).
@@ -274,6 +276,15 @@ def _check_description(payload: dict[str, Any], path: Path) -> None:
     for key in ("feature_version_id", "split_id", "dataset", "features_path", "split_path"):
         if payload[key] is not None and not isinstance(payload[key], str):
             raise _fail(path, f"{key} to be a string", payload[key])
+        limit = MAX_PATH_CHARS if key.endswith("_path") else MAX_NAME_CHARS
+        if payload[key] is not None and len(payload[key]) > limit:
+            raise TrainingError(f"Checkpoint {path}: expected {key} of at most {limit:,} characters. "
+                                f"Got {len(payload[key]):,}.")
+    for key in ("training_classes", "validation_classes"):
+        long = [c for c in payload[key] if len(c) > MAX_NAME_CHARS]
+        if long or len(payload[key]) > MAX_CLASSES:
+            raise TrainingError(f"Checkpoint {path}: expected {key} of at most {MAX_CLASSES:,} names of at most "
+                                f"{MAX_NAME_CHARS} characters. Got {len(payload[key]):,} names, {len(long):,} longer.")
     for key in ("feature_config", "seeds", "library_versions"):
         if payload[key] is not None and not isinstance(payload[key], dict):
             raise _fail(path, f"{key} to be a table", payload[key])
