@@ -158,6 +158,38 @@ def _check_embedding(out: np.ndarray, n: int, who: str) -> np.ndarray:
     return out
 
 
+#: Clips per embedding batch at most, whatever the memory.
+MAX_BATCH_SIZE = 8192
+#: Bytes of activations per input byte a batch may need (the report's encoder keeps some 32-64 values
+#: per input value in its first blocks); a batch may take a quarter of the memory available.
+ACTIVATION_FACTOR = 64
+BATCH_MEMORY_SHARE = 4
+
+
+def check_batch_size(batch_size: int, clip_shape: Sequence[int] | None = None, *, option: str = "batch_size",
+                     error: type[Exception] = EvaluationError) -> None:
+    """Refuse a batch of more clips than :data:`MAX_BATCH_SIZE` or (with ``clip_shape``) the memory allow.
+
+    Raises
+    ------
+    error
+        One line naming ``option``, the limit and what sets it.
+    """
+    from siamese_audio.memory import available_bytes
+
+    limit, why = MAX_BATCH_SIZE, f"at most {MAX_BATCH_SIZE:,} clips a batch"
+    if clip_shape is not None:
+        clip_bytes = 4 * int(np.prod(clip_shape))
+        available = available_bytes()
+        by_memory = max(1, available // BATCH_MEMORY_SHARE // (clip_bytes * ACTIVATION_FACTOR))
+        if by_memory < limit:
+            limit = by_memory
+            why = (f"clips of {' x '.join(map(str, clip_shape))} float32 and their activations, within "
+                   f"1/{BATCH_MEMORY_SHARE} of the {available / 2**30:.1f} GiB of memory available")
+    if batch_size > limit:
+        raise error(f"Expected {option} at most {limit:,} ({why}). Got {batch_size:,}.")
+
+
 def embed_rows(
     embedders: Sequence[Embedder], read: ReadFn, rows: np.ndarray, *, batch_size: int = 64
 ) -> list[np.ndarray]:

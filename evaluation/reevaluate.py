@@ -44,6 +44,7 @@ from siamese_audio.evaluation.checks import (
     check_unseen,
 )
 from siamese_audio.evaluation.embedder import Embedder
+from siamese_audio.evaluation.evaluator import check_batch_size
 from siamese_audio.evaluation.metrics import (
     ACROSS_SPLITS_CI_METHOD,
     CI_METHOD,
@@ -54,7 +55,7 @@ from siamese_audio.evaluation.metrics import (
     wilson_interval,
 )
 from siamese_audio.evaluation.suite import ClassesEvaluation, EvaluationSettings, evaluate_classes
-from siamese_audio.evaluation.tasks import POSITIVES_ANY_CLIP, POSITIVES_OTHER_RECORDING
+from siamese_audio.evaluation.tasks import POSITIVES_ANY_CLIP, POSITIVES_OTHER_RECORDING, check_runs
 from siamese_audio.manifests.split_catalog import SOURCE_COLUMN, clip_rows, clip_sources
 from siamese_audio.manifests.splits import Split, seeded_order
 
@@ -437,6 +438,9 @@ def evaluate_checkpoint(
     # Refuse before any embedding work: check every split first.
     planned = [plan_split(source, version, meta, subset=subset, allow_overlap=allow_overlap, notes=all_notes)
                for source in sources]
+    check_batch_size(settings.batch_size, version.shape, option="--batch-size")
+    for plan in planned:
+        check_runs(settings.runs, n_classes=len(plan.rows), ways=settings.ways)
     runs = tuple(
         SplitRun(source=plan.source, subset=subset, overlap=plan.overlap,
                  evaluation=evaluate_classes(embedder, version.read, plan.rows, settings, plan.sources))

@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from siamese_audio.errors import EvaluationError
 from siamese_audio.evaluation.baseline import BASELINE_NAME
 from siamese_audio.evaluation.evaluator import OneShotResult
 from siamese_audio.evaluation.metrics import ACROSS_SPLITS_CI_METHOD, CI_METHOD, POOLED_CI_METHOD
 from siamese_audio.evaluation.plots import plot_accuracy_vs_ways, plot_confusion
 from siamese_audio.evaluation.reevaluate import EvaluationReport, SplitRun
-from siamese_audio.files import write_text_atomic
+from siamese_audio.files import csv_text, refuse_inside_version, write_text_atomic
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -229,21 +230,22 @@ def write_report(report: EvaluationReport, out_dir: str | os.PathLike[str]) -> d
     from siamese_audio.manifests.splits import write_split
 
     out = Path(out_dir)
+    refuse_inside_version(out, option="report directory", error=EvaluationError)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for run in report.runs:
         folder = out / run.split_id
         folder.mkdir(exist_ok=True)
         res = run.evaluation.result
-        write_text_atomic(folder / "per_class.csv", per_class_frame(run).to_csv(index=False))
-        write_text_atomic(folder / "confusion.csv", confusion_frame(res).to_csv())
-        write_text_atomic(folder / "tasks.csv", tasks_frame(run).to_csv(index=False))
+        write_text_atomic(folder / "per_class.csv", csv_text(per_class_frame(run), index=False))
+        write_text_atomic(folder / "confusion.csv", csv_text(confusion_frame(res)))
+        write_text_atomic(folder / "tasks.csv", csv_text(tasks_frame(run), index=False))
         plot_confusion(res, folder / "confusion.png", title=(
             f"{res.ways}-way one-shot confusion, split {run.split_id} ({run.subset})\n"
             f"{res.n_tasks} tasks, accuracy {res.accuracy:.3f}"))
         written[f"{run.split_id}/confusion.png"] = folder / "confusion.png"
         if run.evaluation.curve:
-            write_text_atomic(folder / "curve.csv", curve_frame(run).to_csv(index=False))
+            write_text_atomic(folder / "curve.csv", csv_text(curve_frame(run), index=False))
             plot_accuracy_vs_ways(run.evaluation.curve, folder / "accuracy_vs_ways.png",
                                   baseline=run.evaluation.baseline_curve)
             written[f"{run.split_id}/accuracy_vs_ways.png"] = folder / "accuracy_vs_ways.png"

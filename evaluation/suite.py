@@ -16,8 +16,15 @@ import numpy as np
 from siamese_audio.errors import EvaluationError
 from siamese_audio.evaluation.baseline import BASELINE_NAME, RawCosineEmbedder
 from siamese_audio.evaluation.embedder import Embedder
-from siamese_audio.evaluation.evaluator import OneShotResult, ReadFn, embed_pool, score_cached, summarize
-from siamese_audio.evaluation.tasks import draw_tasks, make_pool, validate_ways_runs
+from siamese_audio.evaluation.evaluator import (
+    OneShotResult,
+    ReadFn,
+    check_batch_size,
+    embed_pool,
+    score_cached,
+    summarize,
+)
+from siamese_audio.evaluation.tasks import check_runs, draw_tasks, make_pool, validate_ways_runs
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class EvaluationSettings:
                 raise EvaluationError(f"Expected {name} to be a positive integer. Got {value!r}.")
         if self.ways < 2:
             raise EvaluationError(f"Expected ways (C) >= 2. Got {self.ways}.")
+        check_runs(self.runs)
+        check_batch_size(self.batch_size)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise EvaluationError(f"Expected seed to be a non-negative integer. Got {self.seed!r}.")
         if not isinstance(self.same_source_ok, bool):

@@ -272,8 +272,40 @@ def _source_codes(class_rows: Mapping[str, Any], class_sources: Mapping[str, Any
     return out
 
 
+#: Tasks drawn for one C at most: each is a row of tasks.csv and a few dozen bytes of arrays.
+MAX_TASKS = 1_000_000
+#: Drawing the tasks may take this share of the memory available at most.
+TASK_MEMORY_SHARE = 4
+
+
+def task_bytes(n_tasks: int, ways: int, n_classes: int) -> int:
+    """Bytes :func:`draw_tasks` allocates for ``n_tasks`` tasks (its random keys and sorted order dominate)."""
+    return n_tasks * (3 * 8 * n_classes + 8 * 8 * ways)
+
+
+def check_runs(runs: int, *, n_classes: int | None = None, ways: int = 2) -> None:
+    """Refuse more tasks than :data:`MAX_TASKS` or the memory allow, naming the limit.
+
+    Without ``n_classes`` only ``runs`` itself is bounded (one class's tasks).
+    """
+    from siamese_audio.memory import available_bytes
+
+    n = max(1, n_classes or 1)
+    by_count = MAX_TASKS // n
+    available = available_bytes()
+    by_memory = max(1, available // TASK_MEMORY_SHARE // max(1, task_bytes(n, ways, n)))
+    limit = min(by_count, by_memory)
+    if runs <= limit:
+        return
+    classes = f" over {n} classes" if n_classes else ""
+    why = (f"at most {MAX_TASKS:,} tasks{classes}" if by_count <= by_memory else
+           f"{task_bytes(n, ways, n):,} bytes a run{classes}, within 1/{TASK_MEMORY_SHARE} of the "
+           f"{available / 2**30:.1f} GiB of memory available")
+    raise EvaluationError(f"Expected runs (tasks per evaluating class) at most {limit:,} ({why}). Got {runs:,}.")
+
+
 def validate_ways_runs(ways: int, runs: int, n_classes: int) -> None:
-    """Check ``2 <= ways <= n_classes`` and ``runs >= 1`` (integers)."""
+    """Check ``2 <= ways <= n_classes`` and ``1 <= runs <= the bound of`` :func:`check_runs` (integers)."""
     if isinstance(ways, bool) or not isinstance(ways, (int, np.integer)) or not 2 <= ways <= n_classes:
         raise EvaluationError(
             f"Expected ways (C) to be an integer from 2 to the number of evaluating classes ({n_classes}). "
@@ -281,6 +313,7 @@ def validate_ways_runs(ways: int, runs: int, n_classes: int) -> None:
         )
     if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < 1:
         raise EvaluationError(f"Expected runs (tasks per evaluating class) to be a positive integer. Got {runs!r}.")
+    check_runs(int(runs), n_classes=n_classes, ways=int(ways))
 
 
 def draw_tasks(pool: ClipPool, *, ways: int, runs: int, seed: int, same_source_ok: bool = False) -> OneShotTasks:

@@ -28,12 +28,14 @@ from typing import Any
 
 from siamese_audio.errors import StoreError
 from siamese_audio.features.layout import ARRAY, CATALOG, PLAN, SEAL, data_files, shard_path
-from siamese_audio.files import content_hash, write_json_atomic
+from siamese_audio.files import MIB, content_hash, read_regular, write_json_atomic
 
 #: Files every sealed version has, besides its shards and batch markers.
 REQUIRED = ("zarr.json", f"{ARRAY}/zarr.json", PLAN, CATALOG)
 SEAL_KEYS = ("files", "version_id")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: About 130 bytes a file: 512 MiB seals some 4 million files (2 shards and markers per 32 clips).
+MAX_SEAL_BYTES = 512 * MIB
 
 
 def seal(version_path: Path, *, version_id: str, shard_checksums: dict[int, str]) -> dict[str, Any]:
@@ -192,18 +194,18 @@ def read_seal(version_path: Path) -> dict[str, Any]:
     version_path = Path(version_path)
     if not version_path.is_dir():
         raise StoreError(f"{version_path}: expected a feature version directory. It does not exist.")
-    if not (version_path / PLAN).is_file() and not (version_path / SEAL).is_file():
+    if not (version_path / PLAN).is_file() and not os.path.lexists(version_path / SEAL):
         raise StoreError(
             f"{version_path}: expected a feature version directory "
             f"(STORE_ROOT/DATASET/VERSION_ID with {PLAN} and {SEAL}). Found neither."
         )
-    if not (version_path / SEAL).is_file():
+    if not os.path.lexists(version_path / SEAL):
         raise StoreError(
             f"{version_path}: this feature version is not sealed (its build did not finish). "
             "Run the build again to finish it."
         )
     try:
-        record = json.loads((version_path / SEAL).read_bytes())
+        record = json.loads(read_regular(version_path / SEAL, max_bytes=MAX_SEAL_BYTES, what="seal"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise StoreError(f"{version_path / SEAL}: cannot read the seal ({exc}).") from None
     return check_seal(record, version_path / SEAL)

@@ -30,6 +30,10 @@ PLAN = "build.json"
 CATALOG = "catalog.parquet"
 MARKERS = "_batches"
 CODECS = ("none", "zstd", "blosc-zstd", "blosc-lz4")
+#: Hard ceiling of clips per shard (a shard's index alone is 16 bytes a clip).
+MAX_CLIPS_PER_SHARD = 1 << 20
+#: A shard (held whole by the task writing it, then compressed) may take this share of memory at most.
+SHARD_MEMORY_SHARE = 8
 
 
 @dataclass(frozen=True)
@@ -52,15 +56,45 @@ class StoreLayout:
     codec: str = "blosc-lz4"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.clips_per_shard, int) or self.clips_per_shard < 1:
+        if (isinstance(self.clips_per_shard, bool) or not isinstance(self.clips_per_shard, int)
+                or not 1 <= self.clips_per_shard <= MAX_CLIPS_PER_SHARD):
             raise StoreError(
-                f"Expected clips_per_shard to be a positive integer. Got {self.clips_per_shard!r}."
+                f"Expected clips_per_shard to be an integer from 1 to {MAX_CLIPS_PER_SHARD:,}. "
+                f"Got {self.clips_per_shard!r}."
             )
         if self.codec not in CODECS:
             raise StoreError(f"Expected codec among {CODECS}. Got {self.codec!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return {"clips_per_shard": self.clips_per_shard, "codec": self.codec}
+
+
+def check_clips_per_shard(clips_per_shard: int, *, n_clips: int, clip_shape: tuple[int, int],
+                          available: int) -> None:
+    """Refuse more clips per shard than the data or the memory allow, naming the limit.
+
+    The data: more clips per shard than the dataset holds (beyond the default 32) only makes
+    one larger, emptier shard. The memory: one task holds a whole shard of float32 clips (and its
+    compressed copy); it may take at most ``1/SHARD_MEMORY_SHARE`` of ``available`` bytes.
+
+    Raises
+    ------
+    StoreError
+        One line with the limit and what sets it.
+    """
+    default = StoreLayout().clips_per_shard
+    clip_bytes = 4 * clip_shape[0] * clip_shape[1]
+    by_data = max(default, n_clips)
+    by_memory = max(1, available // (SHARD_MEMORY_SHARE * clip_bytes))
+    if clips_per_shard <= min(by_data, by_memory):
+        return
+    if by_data <= by_memory:
+        why = f"the dataset has {n_clips:,} clips: a shard needs no more (or the default {default})"
+    else:
+        why = (f"a shard holds {clip_bytes:,} bytes a clip ({clip_shape[0]} x {clip_shape[1]} float32) and may take "
+               f"1/{SHARD_MEMORY_SHARE} of the {available / 2**30:.1f} GiB of memory available")
+    raise StoreError(f"Expected --clips-per-shard at most {min(by_data, by_memory):,} ({why}). "
+                     f"Got {clips_per_shard:,}.")
 
 
 def codecs(codec: str) -> tuple[list, list]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from siamese_audio.features.config import FeatureConfig
 from siamese_audio.features.layout import ARRAY, MARKERS, PLAN, StoreLayout, codecs, marker_path, shard_path
-from siamese_audio.files import write_atomic, write_json_atomic
+from siamese_audio.files import MIB, read_regular, write_atomic, write_json_atomic
 
 
 def configure_zarr_for_workers() -> None:
@@ -149,8 +149,8 @@ def write_marker(version_path: Path, batch_index: int, result: dict[str, Any]) -
 def read_marker(version_path: Path, batch_index: int) -> dict[str, Any] | None:
     path = marker_path(version_path, batch_index)
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_regular(path, max_bytes=64 * MIB, what="batch marker"))
     except FileNotFoundError:
         return None
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):
         return None  # a damaged marker: the batch is simply written again

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from siamese_audio.errors import DatasetLayoutError
-from siamese_audio.files import content_hash, write_json_atomic
+from siamese_audio.files import MIB, content_hash, read_regular, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,8 @@ def _check_folder(to: Path) -> None:
 def _source_of(archive: Path) -> str | None:
     """The URL a cached archive (or its ``.part``) was downloaded from, as recorded; None if unknown."""
     try:
-        return json.loads(archive.with_name(archive.name + ".source.json").read_text()).get("url")
+        return json.loads(read_regular(archive.with_name(archive.name + ".source.json"), max_bytes=MIB,
+                                       what="download record")).get("url")
     except (OSError, ValueError, AttributeError):
         return None
 

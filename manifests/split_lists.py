@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from siamese_audio.errors import SplitError
+from siamese_audio.files import MIB, read_regular
 from siamese_audio.manifests.classes import known_classes
 from siamese_audio.manifests.splits import SPLITS, Split
 
@@ -34,7 +35,7 @@ def split_from_file(path: str | os.PathLike[str], *, dataset: str) -> Split:
     if suffix not in (".csv", ".json"):
         raise SplitError(f"{path}: expected a .csv or .json file of class lists. Got suffix {path.suffix!r}.")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_regular(path, max_bytes=64 * MIB, what="class lists").decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise SplitError(f"{path}: cannot read the class lists ({exc}).") from exc
     pairs = _pairs_from_csv(path, text, dataset) if suffix == ".csv" else _pairs_from_json(path, text, dataset)

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from siamese_audio.errors import SplitError
-from siamese_audio.files import write_parquet_atomic
+from siamese_audio.files import MIB, read_regular, refuse_inside_version, shorten, write_parquet_atomic
 from siamese_audio.manifests.classes import known_classes
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -325,6 +325,7 @@ def validate(
     if unknown:
         hints = []
         for c in unknown[:10]:
+            c = shorten(c, 80)
             close = difflib.get_close_matches(c, universe, n=3, cutoff=0.5)
             hints.append(f"{c!r} (closest: {', '.join(close)})" if close else f"{c!r} (no close match)")
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
@@ -352,6 +353,9 @@ def validate(
 
 # --------------------------------------------------------------------------- Parquet
 
+#: A manifest holds one row per class: 64 MiB is some million classes.
+MAX_MANIFEST_BYTES = 64 * MIB
+
 
 def write_split(split: Split, path: str | os.PathLike[str]) -> Path:
     """Write ``split`` as Parquet (same split → same bytes); return the path.
@@ -361,6 +365,7 @@ def write_split(split: Split, path: str | os.PathLike[str]) -> Path:
     import pyarrow as pa
 
     path = Path(path)
+    refuse_inside_version(path, option="split manifest", error=SplitError)
     rows = [(split.dataset, c, s) for s in SPLITS for c in split.classes[s]]
     schema = pa.schema(
         [("dataset", pa.string()), ("class", pa.string()), ("split", pa.string())],
@@ -387,13 +392,19 @@ def read_split(path: str | os.PathLike[str]) -> Split:
         The file is missing or not a split manifest, mixes datasets, or its
         recorded split id does not match its rows (the file was edited).
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
-    if not path.is_file():
-        raise SplitError(f"{path}: expected a split manifest (Parquet). It does not exist.")
     try:
-        table = pq.read_table(path)
+        data = read_regular(path, max_bytes=MAX_MANIFEST_BYTES, what="split manifest")
+    except FileNotFoundError:
+        raise SplitError(f"{path}: expected a split manifest (Parquet). It does not exist.") from None
+    except OSError as exc:
+        raise SplitError(f"{path}: expected a split manifest (Parquet). Cannot read it: "
+                         f"{exc.strerror or exc}.") from None
+    try:
+        table = pq.read_table(pa.BufferReader(data))
     except Exception as exc:  # pyarrow raises several types for a non-Parquet file
         raise SplitError(f"{path}: expected a split manifest (Parquet). Cannot read it ({exc}).") from exc
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}

@@ -26,9 +26,12 @@ from siamese_audio.features import catalog, store
 from siamese_audio.features.config import FeatureConfig, preset
 from siamese_audio.features.fingerprint import SOURCE_HASH
 from siamese_audio.features.fingerprint import version_id as fingerprint
+from siamese_audio.features.layout import check_clips_per_shard
 from siamese_audio.features.records import catalog_records
+from siamese_audio.files import refuse_inside_version
 from siamese_audio.manifests.datasets import scan_dataset
 from siamese_audio.manifests.sources import DatasetScan
+from siamese_audio.memory import available_bytes
 from siamese_audio.pipeline import repair
 from siamese_audio.pipeline.hashcache import HashCache
 from siamese_audio.pipeline.hashing import Hashed, cached_hashes, hash_sources
@@ -98,6 +101,7 @@ def build(cfg: BuildConfig) -> BuildResult:
     config = cfg.feature_config or preset(cfg.dataset)
     source_dir = local_path(cfg.source_dir, what="source directory").resolve()
     store_root = local_path(cfg.store_root, what="store root").resolve()
+    refuse_inside_version(local_path(cfg.store_root, what="store root"), option="--store", error=StoreError)
     listed_at_ns = time.time_ns()
     scan = scan_dataset(cfg.dataset, source_dir)
     if not scan.clips:
@@ -105,6 +109,8 @@ def build(cfg: BuildConfig) -> BuildResult:
             f"{source_dir}: expected audio clips in the {cfg.dataset} layout. Found none "
             f"({len(scan.rejections)} files or rows rejected)."
         )
+    check_clips_per_shard(cfg.layout.clips_per_shard, n_clips=len(scan.clips), clip_shape=config.shape,
+                          available=available_bytes())
     cache = HashCache.load(store_root, source_dir, SOURCE_HASH, use=not (cfg.rehash or cfg.repair))
     known = cached_hashes(scan, cache)
     timing: dict[str, Any] = {"scan_s": time.perf_counter() - t0}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from siamese_audio.errors import DatasetLayoutError, SiameseAudioError, StoreError
-from siamese_audio.files import probe_writable
+from siamese_audio.files import MIB, probe_writable, read_regular
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def check_scheduler(scheduler: str) -> bool:
             f"Got {scheduler!r}: no such file."
         )
     try:
-        address = json.loads(path.read_text()).get("address")
+        address = json.loads(read_regular(path, max_bytes=MIB, what="scheduler file")).get("address")
     except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
         raise SiameseAudioError(f"{path}: expected a Dask scheduler file (JSON with an address). "
                                 f"Cannot read it ({exc}).") from None

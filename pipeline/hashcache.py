@@ -35,10 +35,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from siamese_audio.files import write_atomic
+from siamese_audio.files import GIB, read_regular, write_atomic
 from siamese_audio.manifests.sources import FileStat
 
 log = logging.getLogger(__name__)
+
+#: A cache entry is about 150 bytes: 1 GiB holds some 7 million source files.
+MAX_CACHE_BYTES = 1 * GIB
 
 CACHE_DIR = ".hash-cache"
 FORMAT = "siamese-audio source hash cache"
@@ -126,7 +129,7 @@ class HashCache:
 def _read(path: Path, source_root: Path, algorithm: str) -> dict[str, Entry]:
     """The entries of a cache file; {} (with a warning naming why) when it cannot be trusted."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path, max_bytes=MAX_CACHE_BYTES, what="hash cache")
     except FileNotFoundError:
         return {}
     except OSError as exc:

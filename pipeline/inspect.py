@@ -9,6 +9,8 @@ from typing import Any
 
 from siamese_audio.errors import StoreError
 from siamese_audio.features import store
+from siamese_audio.files import read_regular
+from siamese_audio.pipeline.plan import MAX_PLAN_BYTES
 
 
 def inspect_version(path: str | Path) -> dict[str, Any]:
@@ -39,9 +41,12 @@ def inspect_version(path: str | Path) -> dict[str, Any]:
                       for r in rej.itertuples()],
         )
     else:
-        plan = json.loads((path / store.PLAN).read_text())
+        try:
+            plan = json.loads(read_regular(path / store.PLAN, max_bytes=MAX_PLAN_BYTES, what="build plan"))
+            n_batches = -(-int(plan["n_clips"]) // int(plan["clips_per_shard"]))
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError, RecursionError) as exc:
+            raise StoreError(f"{path}: its {store.PLAN} is unreadable ({exc}).") from None
         done = sum(1 for _ in (path / store.MARKERS).glob("*.json"))
-        n_batches = -(-plan["n_clips"] // plan["clips_per_shard"])
         info.update(n_stored=0, n_rejected=0, class_counts={}, rejected=[],
                     batches_written=done, batches_total=n_batches)
     return info

@@ -12,7 +12,11 @@ from siamese_audio.features import store
 from siamese_audio.features.clip import ClipTask
 from siamese_audio.features.config import FeatureConfig
 from siamese_audio.features.records import array_attributes, plan_record
+from siamese_audio.files import GIB, read_regular
 from siamese_audio.pipeline.tasks import BatchSpec
+
+#: A plan lists every clip (about 200 bytes each).
+MAX_PLAN_BYTES = 2 * GIB
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,11 @@ def create(planned: Planned, path: Path, dataset: str, config: FeatureConfig, la
 def check_plan(path: Path, vid: str, n_clips: int) -> None:
     """Refuse to resume a version whose plan is unreadable or for other clips."""
     try:
-        plan = json.loads((path / store.PLAN).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{path}: cannot resume, its {store.PLAN} is unreadable ({exc}).") from exc
+        plan = json.loads(read_regular(path / store.PLAN, max_bytes=MAX_PLAN_BYTES, what="build plan"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise StoreError(f"{path}: cannot resume, its {store.PLAN} is unreadable ({exc}).") from None
+    if not isinstance(plan, dict):
+        raise StoreError(f"{path}: cannot resume, its {store.PLAN} is not a JSON object.")
     if plan.get("version_id") != vid or plan.get("n_clips") != n_clips:
         raise StoreError(
             f"{path}: cannot resume, its build plan is for version {plan.get('version_id')} "

@@ -4,11 +4,16 @@ A rebuild of a sealed version checks it as readers do on open (the seal's schema
 every file present with its size and nothing else, the checksums of every file
 but the shards). When that finds damage, the build stops and says how to repair.
 ``--repair`` recomputes every checksum, removes what is damaged (shards and their
-batch markers, the catalog, files the seal does not list), rewrites damaged
-metadata from the build plan, removes the seal, and lets the build resume: the
+batch markers, the catalog), rewrites damaged metadata from the build plan,
+removes the seal, and lets the build resume: the
 batches of the damaged shards run again from the sources, the catalog and the
 seal are written again. Builds are deterministic, so the repaired files must
 equal what the old seal recorded; the repair checks that at the end.
+
+The repair deletes and rewrites only files that belong to a version (its metadata,
+plan, catalog, shards and markers). A file that does not (a run or a report
+written into the version by mistake) is never deleted: the repair stops before
+changing anything and names those files, to be moved out first.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 from siamese_audio.errors import StoreError
 from siamese_audio.features import store
 from siamese_audio.features.integrity import changed_files, open_problems, read_seal
-from siamese_audio.files import write_atomic
+from siamese_audio.files import first_names, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,20 @@ _SHARD = re.compile(rf"{store.ARRAY}/c/([0-9]+)/0/0")
 _MARKER = re.compile(rf"{store.MARKERS}/([0-9]{{6}})\.json")
 #: Files a fresh, empty version holds: rewritten from the plan when damaged.
 METADATA = ("zarr.json", f"{store.ARRAY}/zarr.json", store.PLAN)
+
+
+def belongs(rel: str, n_batches: int) -> bool:
+    """Whether ``rel`` (relative to a version) is a file a build of ``n_batches`` batches writes."""
+    match = _SHARD.fullmatch(rel) or _MARKER.fullmatch(rel)
+    if match:
+        return int(match.group(1)) < n_batches
+    return rel in METADATA or rel == store.CATALOG
+
+
+def foreign_files(path: Path, n_batches: int) -> list[str]:
+    """Files in a version (as its seal would cover them) that no build of it writes."""
+    return [rel for rel in (p.relative_to(path).as_posix() for p in store.data_files(path))
+            if not belongs(rel, n_batches)]
 
 
 def damage(path: Path, *, full: bool) -> list[str]:
@@ -67,7 +86,19 @@ def unseal_damaged(path: Path, *, n_batches: int, fresh_metadata) -> tuple[dict[
         The old seal's files (what the repaired files must equal), None when the seal was unreadable.
     problems : list of str
         What was damaged ([]: intact, nothing was changed).
+
+    Raises
+    ------
+    StoreError
+        The version holds files that do not belong to it (nothing is changed; they are named).
     """
+    foreign = foreign_files(path, n_batches)
+    if foreign:
+        raise StoreError(
+            f"{path}: cannot repair feature version {path.name}: it holds {first_names(foreign)} files that are "
+            "not part of a feature version (written there by something else). The repair deletes only the "
+            f"version's own files: move those out of {path}, then run the build with --repair again. "
+            "Nothing was changed.")
     try:
         record = read_seal(path)
         changes = changed_files(path)
@@ -87,7 +118,7 @@ def unseal_damaged(path: Path, *, n_batches: int, fresh_metadata) -> tuple[dict[
             batches.add(int((shard or marker).group(1)))
         elif rel in METADATA:
             metadata.append(rel)
-        else:  # the catalog (written again when sealing), or a file that does not belong
+        elif rel == store.CATALOG:  # written again when sealing
             remove.append(path / rel)
     for i in sorted(batches):
         remove += [store.shard_path(path, i), store.marker_path(path, i)]

@@ -1,4 +1,4 @@
-"""The build lock: one build at a time per feature version.
+"""Locks: one build at a time per feature version, one command at a time per output folder.
 
 A build claims ``STORE/DATASET/VERSION_ID.lock`` (next to the version directory)
 by creating it with ``O_CREAT | O_EXCL``, which is atomic on local filesystems and
@@ -11,6 +11,11 @@ taken over automatically when its holder ran on this host and that process is
 gone (or its pid now belongs to another process). A lock from another host
 cannot be checked from here: the message says which process to look for and
 which file to delete.
+
+The same lock guards every output folder (a run, a study, a report, explanations):
+:func:`hold_directory` claims ``FOLDER/.lock`` before a command writes there, and a
+second command into that folder stops at once naming the holder. A lock path that
+is not a regular file (a FIFO, a link to a device) is refused, never read.
 """
 
 from __future__ import annotations
@@ -18,12 +23,19 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from siamese_audio.errors import StoreError
+from siamese_audio.files import KIB, file_kind, read_regular
+
+#: The lock file of an output folder (:func:`hold_directory`).
+DIRECTORY_LOCK = ".lock"
+#: A lock file holds one JSON line of about 150 bytes.
+MAX_LOCK_BYTES = 64 * KIB
 
 # An empty or unreadable lock older than this was left by a process killed while writing it.
 UNREADABLE_GRACE_S = 10.0
@@ -87,7 +99,7 @@ def holder_is_alive(holder: LockHolder) -> bool | None:
 def read_holder(path: Path) -> LockHolder | None:
     """The lock's holder, or ``None`` when the file is absent, empty or damaged."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_regular(path, max_bytes=MAX_LOCK_BYTES, what="lock file"))
         return LockHolder(host=str(data["host"]), pid=int(data["pid"]), pid_start=str(data["pid_start"]),
                           since=float(data["since"]), token=str(data["token"]))
     except (OSError, ValueError, KeyError, TypeError):
@@ -101,12 +113,18 @@ class BuildLock:
         self.path = path
         self.holder = holder
         self.took_over = took_over  # the stale holder this claim replaced, if any
+        self.created_folder: Path | None = None  # removed on release when still empty (hold_directory)
 
     def release(self) -> None:
-        """Delete the lock file if it is still ours."""
+        """Delete the lock file if it is still ours (and the folder it created, if left empty)."""
         current = read_holder(self.path)
         if current is not None and current.token == self.holder.token:
             self.path.unlink(missing_ok=True)
+        if self.created_folder is not None:
+            try:
+                self.created_folder.rmdir()
+            except OSError:
+                pass  # not empty: the command wrote its outputs
 
     def __enter__(self) -> BuildLock:
         return self
@@ -171,6 +189,7 @@ def acquire(path: str | os.PathLike[str], *, wait_s: float = 0.0, poll_s: float 
         mine = _try_create(path)
         if mine is not None:
             return BuildLock(path, mine, taken_over)
+        _refuse_odd(path, what)
         holder = read_holder(path)
         if holder is None:
             try:
@@ -192,6 +211,59 @@ def acquire(path: str | os.PathLike[str], *, wait_s: float = 0.0, poll_s: float 
         if time.monotonic() >= deadline:
             raise StoreError(_busy_message(path, holder, what, wait_s))
         time.sleep(poll_s)
+
+
+def _refuse_odd(path: Path, what: str) -> None:
+    """A lock path that is not a regular file (a FIFO, a link, a device) is no lock of ours: refuse it."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise StoreError(f"{what}: expected its lock {path} to be a regular file written by a siamese-audio "
+                         f"command; it is {file_kind(mode)}. Nothing was read or written; delete it if no "
+                         "command of yours is running, then run the command again.")
+
+
+class FolderBusyError(StoreError):
+    """An output folder is held by another command (the message names it)."""
+
+
+def hold_directory(directory: str | os.PathLike[str], *, what: str, error: type[Exception] = FolderBusyError
+                   ) -> BuildLock:
+    """Claim ``DIRECTORY/.lock`` for one command writing there; created folders are removed if left empty.
+
+    Stops at once (no waiting) when another live command holds it; a lock left by a command that is
+    gone on this host is taken over, as the build's is.
+
+    Raises
+    ------
+    error
+        One line naming the folder, the lock and its holder.
+    """
+    directory = Path(directory)
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / DIRECTORY_LOCK
+    try:
+        held = acquire(path, what=what)
+    except StoreError as exc:
+        if created:
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
+        holder = read_holder(path)
+        if holder is None and "expected its lock" in str(exc):
+            raise error(str(exc)) from None
+        alive = holder_is_alive(holder) if holder else True
+        advice = ("it runs on another host, so it cannot be checked from here: if it is gone, delete the lock "
+                  "and run the command again" if alive is None else "let it finish, or choose another folder")
+        who = holder.describe() if holder else "a process that has not written its name yet"
+        raise error(f"{what} is in use by another command: {path} is held by {who}; {advice}. "
+                    "Nothing was written.") from None
+    held.created_folder = directory if created else None
+    return held
 
 
 def _busy_message(path: Path, holder: LockHolder | None, what: str, wait_s: float) -> str:

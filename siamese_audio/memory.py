@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -2, -3, -4
 
@@ -57,3 +58,22 @@ def keep_feature_buffers() -> bool:
 def keep_training_buffers() -> bool:
     """For CPU training: every block from the heap (no mmap), freed memory kept up to 1 GiB."""
     return mallopt(mmap_max=0, trim_threshold=1 << 30)
+
+
+def available_bytes() -> int:
+    """Memory this host can give a process now without swapping (``MemAvailable``), in bytes.
+
+    Falls back to the free physical pages, then to 1 TiB where neither is known. Used to bound
+    size-like arguments and the files read whole (checkpoints) before any allocation.
+    """
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f.read(1 << 16).splitlines():
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    except (OSError, ValueError, AttributeError):
+        return 1 << 40

@@ -107,7 +107,7 @@ def test_resume_refuses_a_last_checkpoint_with_a_hostile_resume_state(v, tmp_pat
     payload = load_checkpoint(run / "last.pt")
     payload["optimizer_state"] = {"state": {}, "param_groups": [{"params": [0], "lr": 1.0}]}
     torch.save(payload, run / "last.pt")
-    with pytest.raises(TrainingError, match="Cannot resume .*last.pt: its optimizer or generator state does not fit"):
+    with pytest.raises(TrainingError, match=r"last.pt: its optimizer lists parameters \[0\]; the network has"):
         _train(run, v, resume=True)
     payload["rng_states"] = {"numpy": {"state": 1}, "torch": torch.zeros(3)}
     torch.save(payload, run / "last.pt")

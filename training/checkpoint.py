@@ -9,8 +9,10 @@ the split id, the training classes, the dataset, seeds and library versions.
 
 from __future__ import annotations
 
+import errno
 import io
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,8 @@ import torch
 
 from siamese_audio import versions
 from siamese_audio.errors import TrainingError
-from siamese_audio.files import write_atomic
+from siamese_audio.files import check_regular_stat, write_atomic
+from siamese_audio.memory import available_bytes
 from siamese_audio.training.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
 from siamese_audio.training.embedder import TorchEmbedder, similarity_kind
 from siamese_audio.training.model import SiameseNet
@@ -33,6 +36,12 @@ BEST = "best.pt"
 #: has 38.5 M parameters on 224 x 224 inputs.
 MAX_PARAMETERS = 2**31
 MAX_INPUT_SIDE = 2**16
+#: Bounds on the description's texts: ids, dataset and class names; paths (PATH_MAX); classes.
+MAX_NAME_CHARS, MAX_PATH_CHARS, MAX_CLASSES = 256, 4096, 100_000
+#: The largest checkpoint file read: weights, their average and two optimizer moments of
+#: :data:`MAX_PARAMETERS` float32 parameters, and room for the description. A file above the
+#: memory available now is refused too (``torch.load`` holds it whole).
+MAX_CHECKPOINT_BYTES = 4 * 4 * MAX_PARAMETERS + (64 << 20)
 #: Resume state of ``last.pt`` besides :data:`META_KEYS`.
 LAST_KEYS = ("optimizer_state", "rng_states", "epoch_losses", "epoch_accuracies", "evals_since_best", "stopped")
 STOPS = (None, "patience", "max_epochs", "max_minutes")
@@ -106,10 +115,25 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         Missing, unreadable, or not a siamese-audio checkpoint.
     """
     path = Path(path)
-    if not path.is_file():
-        raise TrainingError(f"Checkpoint {path} does not exist.")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise TrainingError(f"Checkpoint {path} does not exist.") from None
+    except OSError as exc:
+        raise TrainingError(f"Checkpoint {path} cannot be read: {exc.strerror or exc}.") from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            limit = min(MAX_CHECKPOINT_BYTES, available_bytes())
+            try:
+                check_regular_stat(st, path, max_bytes=limit, what="checkpoint")
+            except OSError as exc:
+                why = ("" if exc.errno != errno.EFBIG else " (the format's limit)" if limit == MAX_CHECKPOINT_BYTES
+                       else " (the memory available now: torch.load holds it whole)")
+                raise TrainingError(f"Checkpoint {path} cannot be loaded: {exc.strerror}{why}.") from None
+            payload = torch.load(f, map_location="cpu", weights_only=True)
+    except TrainingError:
+        raise
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged file
         raise TrainingError(" ".join(f"Checkpoint {path} cannot be read: {type(exc).__name__}: {exc}".split())[:500]
                             ) from None
@@ -163,6 +187,13 @@ def expected_weights(config: ModelConfig, input_shape: tuple[int, int]) -> dict[
     return {name: (tuple(t.shape), torch.is_floating_point(t)) for name, t in model.state_dict().items()}
 
 
+def expected_parameters(config: ModelConfig, input_shape: tuple[int, int]) -> list[tuple[int, ...]]:
+    """Shapes of the network's trainable parameters, in the optimizer's order (built on the meta device)."""
+    with torch.device("meta"):
+        model = SiameseNet(config, input_shape)
+    return [tuple(p.shape) for p in model.parameters()]
+
+
 def validate_checkpoint(payload: dict[str, Any], path: Path) -> tuple[ModelConfig, tuple[int, int]]:
     """Bound and check a checkpoint's description and tensors before any model is built from it.
 
@@ -202,6 +233,7 @@ def validate_checkpoint(payload: dict[str, Any], path: Path) -> tuple[ModelConfi
     _check_description(payload, path)
     if payload["kind"] == "last":
         _check_resume_state(payload, path)
+        _check_optimizer(payload["optimizer_state"], expected_parameters(config, shape), path)
         if "ema_state" in payload:
             _check_average(payload["ema_state"], expected, path)
     return config, shape
@@ -244,6 +276,15 @@ def _check_description(payload: dict[str, Any], path: Path) -> None:
     for key in ("feature_version_id", "split_id", "dataset", "features_path", "split_path"):
         if payload[key] is not None and not isinstance(payload[key], str):
             raise _fail(path, f"{key} to be a string", payload[key])
+        limit = MAX_PATH_CHARS if key.endswith("_path") else MAX_NAME_CHARS
+        if payload[key] is not None and len(payload[key]) > limit:
+            raise TrainingError(f"Checkpoint {path}: expected {key} of at most {limit:,} characters. "
+                                f"Got {len(payload[key]):,}.")
+    for key in ("training_classes", "validation_classes"):
+        long = [c for c in payload[key] if len(c) > MAX_NAME_CHARS]
+        if long or len(payload[key]) > MAX_CLASSES:
+            raise TrainingError(f"Checkpoint {path}: expected {key} of at most {MAX_CLASSES:,} names of at most "
+                                f"{MAX_NAME_CHARS} characters. Got {len(payload[key]):,} names, {len(long):,} longer.")
     for key in ("feature_config", "seeds", "library_versions"):
         if payload[key] is not None and not isinstance(payload[key], dict):
             raise _fail(path, f"{key} to be a table", payload[key])
@@ -282,6 +323,66 @@ def _check_resume_state(payload: dict[str, Any], path: Path) -> None:
         raise _fail(path, "elapsed_s to be a non-negative number of seconds", payload["elapsed_s"])
 
 
+
+
+#: Per-parameter state of the optimizers the tool makes (Adam, AdamW): tensors shaped like the parameter.
+OPTIMIZER_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def _check_optimizer(state: dict[str, Any], shapes: list[tuple[int, ...]], path: Path) -> None:
+    """The optimizer state of ``last.pt`` fits the network: one group entry per parameter, moments of its shape.
+
+    Checked like the weights before ``--resume`` loads it: ``param_groups`` list every parameter index
+    once with finite, non-negative numeric settings; each ``state`` entry names a parameter, its
+    ``step`` is a non-negative integer count and its moments are finite float tensors of that
+    parameter's shape.
+    """
+    if set(state) != {"state", "param_groups"}:
+        raise _fail(path, "optimizer_state with 'state' and 'param_groups'", sorted(map(str, state)))
+    groups, per_param = state["param_groups"], state["state"]
+    if not isinstance(groups, list) or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                               for g in groups):
+        raise _fail(path, "optimizer param_groups to be a list of tables with 'params'", type(groups).__name__)
+    listed = [i for g in groups for i in g["params"]]
+    if not all(_is_int(i) for i in listed) or sorted(listed) != list(range(len(shapes))):
+        raise TrainingError(f"Checkpoint {path}: its optimizer lists parameters {_short(listed)}; the network "
+                            f"has {len(shapes)} (expected each of 0..{len(shapes) - 1} once).")
+    for group in groups:
+        for key, value in group.items():
+            if key == "params" or isinstance(value, (bool, str)) or value is None:
+                continue
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if not all(_is_number(v) and math.isfinite(v) and v >= 0 for v in values):
+                raise _fail(path, f"optimizer setting {key} to be finite non-negative numbers", value)
+    if not isinstance(per_param, dict):
+        raise _fail(path, "optimizer state to map parameter indices to tables", type(per_param).__name__)
+    for index, entry in per_param.items():
+        if not _is_int(index) or not 0 <= index < len(shapes) or not isinstance(entry, dict):
+            raise _fail(path, f"optimizer state keys to be parameter indices 0..{len(shapes) - 1} with tables",
+                        index)
+        step = entry.get("step")
+        if isinstance(step, torch.Tensor):
+            step = float(step) if step.numel() == 1 else None
+        if not _is_number(step) or not math.isfinite(step) or step < 0 or step != int(step):
+            raise _fail(path, f"optimizer step of parameter {index} to be a non-negative integer count",
+                        entry.get("step"))
+        for key in OPTIMIZER_MOMENTS:
+            if key not in entry:
+                continue
+            tensor = entry[key]
+            if not isinstance(tensor, torch.Tensor) or not torch.is_floating_point(tensor):
+                raise _fail(path, f"optimizer {key} of parameter {index} to be a float tensor",
+                            getattr(tensor, "dtype", type(tensor).__name__))
+            if tuple(tensor.shape) != shapes[index]:
+                raise TrainingError(f"Checkpoint {path}: optimizer {key} of parameter {index} has shape "
+                                    f"{tuple(tensor.shape)}; the parameter is {shapes[index]}.")
+            if not bool(torch.isfinite(tensor).all()):
+                raise TrainingError(f"Checkpoint {path}: optimizer {key} of parameter {index} holds NaN or Inf.")
+
+
+def _short(values: list[Any], limit: int = 8) -> str:
+    text = ", ".join(repr(v) for v in values[:limit])
+    return f"[{text}{f', ... {len(values) - limit} more' if len(values) > limit else ''}]"
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:

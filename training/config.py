@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from siamese_audio.errors import TrainingError
+from siamese_audio.files import MIB, read_regular
 
 POOLINGS = ("max", "avg")
 INPUT_NORMS = ("none", "standardize", "per_band")
@@ -377,6 +378,12 @@ class TrainConfig:
         for field in ("pos", "max_epochs", "eval_every", "eval_tasks", "patience", "eval_batch_size",
                       "classes_per_batch"):
             _positive_int(owner, field, getattr(self, field))
+        from siamese_audio.evaluation.evaluator import MAX_BATCH_SIZE
+        from siamese_audio.evaluation.tasks import MAX_TASKS
+
+        for field, limit in (("eval_tasks", MAX_TASKS), ("eval_batch_size", MAX_BATCH_SIZE)):
+            if getattr(self, field) > limit:
+                raise TrainingError(f"{owner}: expected {field} at most {limit:,}. Got {getattr(self, field):,}.")
         if isinstance(self.clips_per_class, bool) or not isinstance(self.clips_per_class, int) \
                 or self.clips_per_class < 2:
             raise TrainingError(
@@ -583,9 +590,11 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(read_regular(path, max_bytes=16 * MIB, what=what).decode("utf-8"))
     except FileNotFoundError:
         raise TrainingError(f"{what} {path} does not exist.") from None
+    except OSError as exc:
+        raise TrainingError(f"{what} {path} cannot be read: {exc.strerror or exc}.") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise TrainingError(f"{what} {path} is not valid TOML: {exc}") from None
 

@@ -35,8 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from siamese_audio.errors import TrainingError
+from siamese_audio.errors import EvaluationError, TrainingError
 from siamese_audio.evaluation import POSITIVES_OTHER_RECORDING, evaluate_one_shot
+from siamese_audio.evaluation.evaluator import check_batch_size
+from siamese_audio.evaluation.tasks import check_runs
+from siamese_audio.files import refuse_inside_version
+from siamese_audio.lock import hold_directory
 from siamese_audio.memory import keep_training_buffers
 from siamese_audio.training.augment import augment, augment_levels
 from siamese_audio.training.averaging import WeightAverage, center_rows, embedding_mean
@@ -69,6 +73,8 @@ from siamese_audio.training.schedule import learning_rate, make_optimizer, set_l
 
 METRICS_CSV = "metrics.csv"
 CURVES_PNG = "curves.png"
+#: Files a run writes into its directory: a fresh run refuses a directory holding any of them.
+RUN_FILES = (LAST, BEST, METRICS_CSV, CURVES_PNG)
 #: Training-config fields a resumed run may change: budgets, not the schedule or the data.
 RESUMABLE_CHANGES = ("max_minutes",)
 
@@ -134,8 +140,9 @@ class TrainResult:
     Attributes
     ----------
     run_dir : Path
-    best_checkpoint : Path
-        ``run_dir / "best.pt"``.
+    best_checkpoint : Path or None
+        ``run_dir / "best.pt"``; None when the run directory holds none (a resumed run whose
+        ``best.pt`` was removed).
     best_val_accuracy : float
     best_epoch : int
     epochs_run : int
@@ -152,7 +159,7 @@ class TrainResult:
     """
 
     run_dir: Path
-    best_checkpoint: Path
+    best_checkpoint: Path | None
     best_val_accuracy: float
     best_epoch: int
     epochs_run: int
@@ -201,6 +208,15 @@ def check_run_data(data: RunData, model: ModelConfig, config: TrainConfig) -> No
                 f"Validation: class {name!r} needs at least 2 clips (query and support). "
                 f"Got {len(data.val_rows[name])}."
             )
+    check_batch_size(config.eval_batch_size, data.shape, option="eval_batch_size", error=TrainingError)
+    if config.batch == "classes":
+        check_batch_size(config.classes_per_batch * config.clips_per_class, data.shape,
+                         option="classes_per_batch x clips_per_class", error=TrainingError)
+    try:
+        check_runs(validation_runs(config.eval_tasks, len(data.val_rows)), n_classes=len(data.val_rows),
+                   ways=config.ways)
+    except EvaluationError as exc:
+        raise TrainingError(f"Validation with eval_tasks {config.eval_tasks:,}: {exc}") from None
     overlap = sorted(set(data.train_rows) & set(data.val_rows))
     if overlap:
         raise TrainingError(f"Expected disjoint training and validation classes. Got both in: {overlap}.")
@@ -363,7 +379,10 @@ def fit(
     data : RunData
     model_config, train_config : ModelConfig, TrainConfig
     run_dir : str or Path
-        Created if missing. A fresh run refuses a directory that already holds ``last.pt``.
+        Created if missing, locked (``run_dir/.lock``) while the run writes: a second run into it
+        stops at once naming the holder. A fresh run refuses a directory that holds any of a run's
+        files (``last.pt``, ``best.pt``, ``metrics.csv``, ``curves.png``); no directory inside a
+        feature version is accepted.
     device : str or torch.device
         ``"auto"``, ``"cpu"`` or ``"cuda"`` (bf16 autocast on CUDA).
     resident : bool
@@ -394,37 +413,39 @@ def fit(
     if train_config.aux_weight and not model_config.classifier_classes:
         model_config = dataclasses.replace(model_config, classifier_classes=len(data.train_rows))
     check_run_data(data, model_config, train_config)
-    torch_device = resolve_device(device)
-    keep_training_buffers()  # without it a CPU step spends as much time in the kernel as in the maths
-    evaluate = evaluate or evaluate_one_shot
-    described = describe(model_config=model_config, train_config=train_config, input_shape=data.shape,
-                         run_meta=data.run_meta())
-    model = build_model(model_config, data.shape, seed=train_config.seed).to(torch_device)
-    optimizer = make_optimizer(model.parameters(), train_config)
-    rng = np.random.default_rng(train_config.seed)
-    if resume:
-        state = _resume_state(run_dir / LAST, described, model, optimizer, rng, train_config)
-    else:
-        state = _fresh_state(run_dir, data, model, model_config, train_config)
-    average = WeightAverage(model, train_config.ema_decay) if train_config.ema_decay else None
-    if average is not None and resume:
-        saved = load_checkpoint(run_dir / LAST).get("ema_state")
-        if saved is None:
-            raise TrainingError(f"Cannot resume {run_dir / LAST}: its training config averages the weights "
-                                f"(ema_decay {train_config.ema_decay}) but it holds no ema_state.")
-        average.load_state_dict(saved)
-    if state.stopped is None and resident:
-        reader: ResidentReader | StoreReader = ResidentReader(data.read, data.train_rows, torch_device)
-    else:
-        reader = StoreReader(data.read, torch_device)
-    run = _Run(data, train_config, torch_device, evaluate, described, run_dir, model, optimizer, rng, state,
-               precision=precision, profile=profile, started=clock - state.elapsed_s, average=average)
-    run.loop(reader, progress=progress, on_epoch=on_epoch)
-    return TrainResult(
-        run_dir=run_dir, best_checkpoint=run_dir / BEST, best_val_accuracy=state.best_val_accuracy,
-        best_epoch=state.best_epoch, epochs_run=state.epoch, stopped=state.stopped, history=tuple(state.history),
-        elapsed_s=state.elapsed_s, max_minutes=train_config.max_minutes, timing=run.timing(),
-    )
+    refuse_inside_version(run_dir, option="run directory", error=TrainingError)
+    with hold_directory(run_dir, what=f"Run directory {run_dir}", error=TrainingError):
+        torch_device = resolve_device(device)
+        keep_training_buffers()  # without it a CPU step spends as much time in the kernel as in the maths
+        evaluate = evaluate or evaluate_one_shot
+        described = describe(model_config=model_config, train_config=train_config, input_shape=data.shape,
+                             run_meta=data.run_meta())
+        model = build_model(model_config, data.shape, seed=train_config.seed).to(torch_device)
+        optimizer = make_optimizer(model.parameters(), train_config)
+        rng = np.random.default_rng(train_config.seed)
+        if resume:
+            state = _resume_state(run_dir / LAST, described, model, optimizer, rng, train_config)
+        else:
+            state = _fresh_state(run_dir, data, model, model_config, train_config)
+        average = WeightAverage(model, train_config.ema_decay) if train_config.ema_decay else None
+        if average is not None and resume:
+            saved = load_checkpoint(run_dir / LAST).get("ema_state")
+            if saved is None:
+                raise TrainingError(f"Cannot resume {run_dir / LAST}: its training config averages the weights "
+                                    f"(ema_decay {train_config.ema_decay}) but it holds no ema_state.")
+            average.load_state_dict(saved)
+        if state.stopped is None and resident:
+            reader: ResidentReader | StoreReader = ResidentReader(data.read, data.train_rows, torch_device)
+        else:
+            reader = StoreReader(data.read, torch_device)
+        run = _Run(data, train_config, torch_device, evaluate, described, run_dir, model, optimizer, rng, state,
+                   precision=precision, profile=profile, started=clock - state.elapsed_s, average=average)
+        run.loop(reader, progress=progress, on_epoch=on_epoch)
+        return TrainResult(
+            run_dir=run_dir, best_checkpoint=run_dir / BEST if (run_dir / BEST).is_file() else None, best_val_accuracy=state.best_val_accuracy,
+            best_epoch=state.best_epoch, epochs_run=state.epoch, stopped=state.stopped, history=tuple(state.history),
+            elapsed_s=state.elapsed_s, max_minutes=train_config.max_minutes, timing=run.timing(),
+        )
 
 
 @dataclass
@@ -578,6 +599,11 @@ def _fresh_state(run_dir: Path, data: RunData, model: SiameseNet, model_config: 
             f"Run directory {run_dir} already holds a run ({LAST}). Resume it with --resume, "
             f"or choose another --out."
         )
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if found:
+        raise TrainingError(
+            f"Run directory {run_dir} holds another run's files ({', '.join(found)}) without its {LAST}: a fresh "
+            "run would overwrite them and it cannot be resumed. Choose another --out, or move them away.")
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(run_dir)  # of a first last.pt write that a kill interrupted
     torch.manual_seed(train_config.seed)

@@ -31,7 +31,7 @@ from siamese_audio.evaluation.explain.sanity import spearman
 from siamese_audio.evaluation.explain.task import TaskExplanation
 from siamese_audio.evaluation.tasks import OneShotTasks
 from siamese_audio.features.config import FeatureConfig
-from siamese_audio.files import write_atomic, write_text_atomic
+from siamese_audio.files import csv_text, write_atomic, write_text_atomic
 
 FORMAT = "siamese-audio-explain/1"
 EXPLAIN_JSON = "explain.json"
@@ -109,7 +109,7 @@ def faithfulness_frame(rows: Sequence[SupportFaithfulness]):
 
 
 def write_faithfulness_csv(path: Path, rows: Sequence[SupportFaithfulness]) -> Path:
-    write_text_atomic(path, faithfulness_frame(rows).to_csv(index=False))
+    write_text_atomic(path, csv_text(faithfulness_frame(rows), index=False))
     return Path(path)
 
 

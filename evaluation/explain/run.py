@@ -28,7 +28,7 @@ import numpy as np
 from siamese_audio import versions
 from siamese_audio.errors import EvaluationError
 from siamese_audio.evaluation.embedder import Embedder
-from siamese_audio.evaluation.evaluator import embed_rows
+from siamese_audio.evaluation.evaluator import check_batch_size, embed_rows
 from siamese_audio.evaluation.explain.faithfulness import FaithfulnessConfig, summarize_faithfulness
 from siamese_audio.evaluation.explain.figures import plot_faithfulness, plot_overlay, plot_task
 from siamese_audio.evaluation.explain.methods import MethodConfig
@@ -57,7 +57,7 @@ from siamese_audio.evaluation.reevaluate import (
     check_meta,
     plan_split,
 )
-from siamese_audio.evaluation.tasks import OneShotTasks, draw_tasks, make_pool, validate_ways_runs
+from siamese_audio.evaluation.tasks import OneShotTasks, check_runs, draw_tasks, make_pool, validate_ways_runs
 from siamese_audio.features.config import FeatureConfig
 from siamese_audio.files import write_json_atomic
 
@@ -118,6 +118,8 @@ class ExplainSettings:
             raise EvaluationError(f"Expected task ids to be non-negative integers. Got {self.task_ids!r}.")
         if self.sonify_tasks is not None and (not isinstance(self.sonify_tasks, int) or self.sonify_tasks < 0):
             raise EvaluationError(f"Expected sonify_tasks to be a non-negative integer. Got {self.sonify_tasks!r}.")
+        check_runs(self.runs)
+        check_batch_size(self.batch_size)
         object.__setattr__(self, "fill", parse_fill(self.fill))
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,6 +215,7 @@ def explain_checkpoint(
         raise EvaluationError(f"Expected --subset among {list(SUBSETS)}. Got {subset!r}.")
     if settings.sanity and cascade is None:
         raise EvaluationError("The sanity check needs a randomisation cascade of the model; none was given.")
+    check_batch_size(settings.batch_size, version.shape, option="--batch-size")
     notes = check_compatible(meta, version, checkpoint=checkpoint, allow_feature_mismatch=allow_feature_mismatch)
     if "validation_classes" not in meta:
         notes.append(f"{checkpoint} does not record its validation classes: only its training classes "

@@ -21,7 +21,11 @@ import sys
 from collections.abc import Sequence
 
 from siamese_audio.errors import SiameseAudioError
+from siamese_audio.files import shorten
 from siamese_audio.logs import configure
+
+#: Characters of an error message printed at most (hostile input can make one megabytes long).
+MAX_MESSAGE = 2000
 
 # Modules that register their own subcommands with add_parser(subparsers), in help order.
 SUBCOMMAND_MODULES = (
@@ -65,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SiameseAudioError as exc:
-        print(f"siamese-audio {args.command}: error: {exc}", file=sys.stderr)
+        print(f"siamese-audio {args.command}: error: {shorten(str(exc), MAX_MESSAGE)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"siamese-audio {args.command}: interrupted", file=sys.stderr)
@@ -78,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The system refused a read or a write the stages did not expect to fail (a full disk, a
         # permission, a file gone): one line naming it; the traceback with -v.
         logging.getLogger(__name__).debug("traceback", exc_info=True)
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"siamese-audio {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        where = f" ({shorten(str(exc.filename), 500)})" if getattr(exc, "filename", None) else ""
+        print(f"siamese-audio {args.command}: error: {shorten(str(exc.strerror or exc) + where, MAX_MESSAGE)}",
+              file=sys.stderr)
         return 2

@@ -31,6 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     from siamese_audio.demo import DemoConfig
     from siamese_audio.demo import run_demo as run
+    from siamese_audio.errors import SiameseAudioError
+    from siamese_audio.files import refuse_inside_version
+
+    refuse_inside_version(args.out, option="--out", error=SiameseAudioError)
 
     result = run(DemoConfig(out=args.out, data=args.data, dataset=args.dataset, workers=args.workers,
                             seed=args.seed, max_epochs=args.max_epochs, max_minutes=args.max_minutes,

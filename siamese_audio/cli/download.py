@@ -26,8 +26,10 @@ def run_download(args: argparse.Namespace) -> int:
 
     from siamese_audio.cli.output import emit
     from siamese_audio.errors import DatasetLayoutError
+    from siamese_audio.files import refuse_inside_version
     from siamese_audio.manifests.download import MAX_EXTRACTED_BYTES, MAX_RATIO, Limits, download
 
+    refuse_inside_version(args.to, option="--to", error=DatasetLayoutError)
     gb = args.max_extracted_gb
     if gb is not None and not (math.isfinite(gb) and gb > 0):
         raise DatasetLayoutError(f"Expected --max-extracted-gb to be a positive number. Got {gb}.")

@@ -21,6 +21,7 @@ from typing import Any
 
 from siamese_audio.cli.output import check_out_dir, emit
 from siamese_audio.errors import EvaluationError
+from siamese_audio.lock import hold_directory
 
 log = logging.getLogger(__name__)
 
@@ -92,36 +93,37 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise EvaluationError("Regenerated splits are evaluated on their test classes; use --subset test "
                               f"with --regenerate (got --subset {args.subset}).")
     out_dir = check_out_dir(args.out or default_out_dir(args.checkpoint), option="--out", error=EvaluationError)
-    settings = EvaluationSettings(ways=args.ways, runs=args.runs, seed=args.seed, batch_size=args.batch_size,
-                                  curve=not args.no_curve, baseline=not args.no_baseline,
-                                  same_source_ok=args.same_source_ok)
-    version = open_version(args.features)
-    sources = [SplitSource(split=read_split(p), path=str(p)) for p in args.split]
-    log.info(f"loading {args.checkpoint} (device {args.device})")
-    embedder, meta = load_embedder(args.checkpoint, args.device)
-    notes: list[str] = []
-    if args.regenerate is not None:
-        drawn, notes = regenerate_splits(version, meta.get("training_classes", []), k=args.regenerate,
-                                         seed=args.seed, n_classes=args.test_classes,
-                                         validation_classes=meta.get("validation_classes") or [],
-                                         allow_overlap=args.allow_overlap)
-        sources += drawn
-    log.info(f"evaluating {len(sources)} split(s): {settings.ways}-way, {settings.runs} tasks per class")
-    report = evaluate_checkpoint(
-        embedder, meta, version, sources, settings, checkpoint=str(args.checkpoint), subset=args.subset,
-        allow_overlap=args.allow_overlap, allow_feature_mismatch=args.allow_feature_mismatch, notes=notes,
-    )
-    write_report(report, out_dir)
-    for note in report.notes:
-        log.info(f"note: {note}")
-    summary: dict[str, Any] = {
-        **report.summary(),
-        "ways": settings.ways, "runs": settings.runs, "seed": settings.seed,
-        "feature_version_id": version.version_id, "checkpoint": str(args.checkpoint),
-        "report_dir": str(out_dir),
-    }
-    emit(summary, args.json, _text(summary))
-    return 0
+    with hold_directory(out_dir, what=f"Report directory {out_dir}", error=EvaluationError):
+        settings = EvaluationSettings(ways=args.ways, runs=args.runs, seed=args.seed, batch_size=args.batch_size,
+                                      curve=not args.no_curve, baseline=not args.no_baseline,
+                                      same_source_ok=args.same_source_ok)
+        version = open_version(args.features)
+        sources = [SplitSource(split=read_split(p), path=str(p)) for p in args.split]
+        log.info(f"loading {args.checkpoint} (device {args.device})")
+        embedder, meta = load_embedder(args.checkpoint, args.device)
+        notes: list[str] = []
+        if args.regenerate is not None:
+            drawn, notes = regenerate_splits(version, meta.get("training_classes", []), k=args.regenerate,
+                                             seed=args.seed, n_classes=args.test_classes,
+                                             validation_classes=meta.get("validation_classes") or [],
+                                             allow_overlap=args.allow_overlap)
+            sources += drawn
+        log.info(f"evaluating {len(sources)} split(s): {settings.ways}-way, {settings.runs} tasks per class")
+        report = evaluate_checkpoint(
+            embedder, meta, version, sources, settings, checkpoint=str(args.checkpoint), subset=args.subset,
+            allow_overlap=args.allow_overlap, allow_feature_mismatch=args.allow_feature_mismatch, notes=notes,
+        )
+        write_report(report, out_dir)
+        for note in report.notes:
+            log.info(f"note: {note}")
+        summary: dict[str, Any] = {
+            **report.summary(),
+            "ways": settings.ways, "runs": settings.runs, "seed": settings.seed,
+            "feature_version_id": version.version_id, "checkpoint": str(args.checkpoint),
+            "report_dir": str(out_dir),
+        }
+        emit(summary, args.json, _text(summary))
+        return 0
 
 
 def _text(s: dict[str, Any]) -> str:

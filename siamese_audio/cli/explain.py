@@ -24,6 +24,7 @@ from typing import Any
 
 from siamese_audio.cli.output import check_out_dir, emit
 from siamese_audio.errors import EvaluationError
+from siamese_audio.lock import hold_directory
 
 log = logging.getLogger(__name__)
 
@@ -144,21 +145,22 @@ def run_explain(args: argparse.Namespace) -> int:
     from siamese_audio.training.embedder import randomisation_cascade
 
     check_out_dir(args.out, option="--out", error=EvaluationError)
-    settings = settings_from_args(args)
-    version = open_version(args.features)
-    source = SplitSource(split=read_split(args.split), path=str(args.split))
-    log.info(f"loading {args.checkpoint} (device {args.device}, float32)")
-    embedder, meta = load_embedder(args.checkpoint, args.device, precision="fp32")
-    cascade = randomisation_cascade(embedder, seed=args.seed) if settings.sanity else None
-    result = explain_checkpoint(
-        embedder, meta, version, source, settings, out_dir=args.out, checkpoint=str(args.checkpoint),
-        subset=args.subset, allow_overlap=args.allow_overlap, allow_feature_mismatch=args.allow_feature_mismatch,
-        cascade=cascade, progress=not args.no_progress,
-    )
-    for note in result.summary["notes"]:
-        log.info(f"note: {note}")
-    emit(result.summary, args.json, _text(result.summary))
-    return 0
+    with hold_directory(args.out, what=f"Output directory {args.out}", error=EvaluationError):
+        settings = settings_from_args(args)
+        version = open_version(args.features)
+        source = SplitSource(split=read_split(args.split), path=str(args.split))
+        log.info(f"loading {args.checkpoint} (device {args.device}, float32)")
+        embedder, meta = load_embedder(args.checkpoint, args.device, precision="fp32")
+        cascade = randomisation_cascade(embedder, seed=args.seed) if settings.sanity else None
+        result = explain_checkpoint(
+            embedder, meta, version, source, settings, out_dir=args.out, checkpoint=str(args.checkpoint),
+            subset=args.subset, allow_overlap=args.allow_overlap, allow_feature_mismatch=args.allow_feature_mismatch,
+            cascade=cascade, progress=not args.no_progress,
+        )
+        for note in result.summary["notes"]:
+            log.info(f"note: {note}")
+        emit(result.summary, args.json, _text(result.summary))
+        return 0
 
 
 def _fmt(stat: dict[str, Any] | None, digits: int = 3) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from siamese_audio.errors import SiameseAudioError
+from siamese_audio.files import refuse_inside_version
 
 
 def emit(payload: dict[str, Any], as_json: bool, text: str) -> None:
@@ -29,10 +30,11 @@ def check_out_dir(path: str | os.PathLike[str], *, option: str, error: type[Siam
     Raises
     ------
     error
-        One line naming the folder and the option: a file, or a place where nothing can be
-        created (``/proc``, a read-only or full filesystem, missing permissions).
+        One line naming the folder and the option: a place inside a feature version, a file, or
+        a place where nothing can be created (``/proc``, a read-only or full filesystem, missing permissions).
     """
     path = Path(path)
+    refuse_inside_version(path, option=option, error=error)
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

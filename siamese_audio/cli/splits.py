@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from siamese_audio.errors import SplitError
+from siamese_audio.files import refuse_inside_version
 from siamese_audio.manifests.classes import DATASETS
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ def run_split(args: argparse.Namespace) -> int:
     from siamese_audio.cli.output import emit
     from siamese_audio.manifests import split_catalog, splits
 
+    refuse_inside_version(args.out, option="--out", error=SplitError)
     version = _open(args.features)
     if version is not None and version.dataset != args.dataset:
         raise SplitError(f"{args.features}: expected a feature version of {args.dataset!r}. It is of {version.dataset!r}.")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from siamese_audio.cli.output import check_out_dir, emit
 from siamese_audio.errors import TrainingError
+from siamese_audio.files import refuse_inside_version
 from siamese_audio.training.config import (
     PRESETS,
     ModelConfig,
@@ -80,6 +81,7 @@ def _resume_args(args: argparse.Namespace) -> tuple[Path, dict]:
     run_dir = args.out if args.resume is True else Path(args.resume)
     if run_dir is None:
         raise TrainingError("--resume needs a run directory: --resume RUN_DIR, or --resume with --out RUN_DIR.")
+    refuse_inside_version(run_dir, option="--resume", error=TrainingError)
     if args.out is not None and args.resume is not True and Path(args.out) != run_dir:
         raise TrainingError(f"--resume {run_dir} and --out {args.out} name different run directories.")
     changed = [f"--{name.replace('_', '-')}" for name in ("preset", "config", *OVERRIDES)
@@ -128,7 +130,8 @@ def run_train(args: argparse.Namespace) -> int:
     result = train_from_args(args)
     best = next((r for r in result.history if r.epoch == result.best_epoch), None)
     summary = {
-        "best_checkpoint": str(result.best_checkpoint), "best_val_accuracy": result.best_val_accuracy,
+        "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+        "best_val_accuracy": result.best_val_accuracy,
         "best_val_n_tasks": best.val_n_tasks if best else 0,
         "best_val_ci95": [best.val_ci95_low, best.val_ci95_high] if best else None,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped": result.stopped,
@@ -141,5 +144,6 @@ def run_train(args: argparse.Namespace) -> int:
          f"best validation accuracy {result.best_val_accuracy:.3f} (95% Wilson CI {ci[0]:.3f}-{ci[1]:.3f}, "
          f"{summary['best_val_n_tasks']} tasks) at epoch {result.best_epoch} "
          f"({result.epochs_run} epochs in {result.elapsed_s / 60:.1f} min, stopped by {result.stopped}); "
-         f"best weights: {result.best_checkpoint}")
+         + (f"best weights: {result.best_checkpoint}" if result.best_checkpoint else
+          f"best weights: none ({result.run_dir / 'best.pt'} is missing; last.pt holds the latest weights)"))
     return 0

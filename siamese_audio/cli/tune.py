@@ -52,7 +52,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_tune(args: argparse.Namespace) -> int:
     """Entry point of ``siamese-audio tune``; returns the exit code."""
+    from siamese_audio.errors import TrainingError
+    from siamese_audio.files import refuse_inside_version
     from siamese_audio.training.tune import TuneConfig, tune
+
+    refuse_inside_version(args.out, option="--out", error=TrainingError)
 
     config = TuneConfig(
         out=args.out, features=args.features, split=args.split, space=args.space, preset=args.preset,

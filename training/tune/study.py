@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from siamese_audio.errors import SiameseAudioError, StoreError, TrainingError
-from siamese_audio.files import probe_writable, write_json_atomic
+from siamese_audio.files import MIB, probe_writable, read_regular, refuse_inside_version, write_json_atomic
 from siamese_audio.training.tune.space import MAX_WEIGHTS, Space, check_space, default_space, load_space
 from siamese_audio.training.tune.trial import (
     JOURNAL,
@@ -193,7 +193,7 @@ def read_settings(study_dir: str | Path) -> dict[str, Any]:
     """The study's settings (``STUDY_DIR/tune.json``), what ``--resume`` continues with."""
     path = Path(study_dir) / SETTINGS
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_regular(path, max_bytes=64 * MIB, what="study settings"))
     except FileNotFoundError:
         raise TrainingError(f"{study_dir} holds no study ({SETTINGS} is missing); start one without --resume.") \
             from None
@@ -250,6 +250,7 @@ def tune(config: TuneConfig, *, open_data: Callable[..., Any] = open_run_data) -
 
     started = time.monotonic()
     out = Path(config.out)
+    refuse_inside_version(out, option="study directory", error=TrainingError)
     out.mkdir(parents=True, exist_ok=True)
     try:
         lock = acquire(out / LOCK, what=f"the study in {out}")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from siamese_audio.errors import SiameseAudioError
+from siamese_audio.files import KIB, read_regular
 
 STUDY_NAME = "siamese-audio-tune"
 JOURNAL = "study.journal"
@@ -191,7 +192,11 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
     run_dir = trial_dir(task.study_dir, task.number)
     base = {"worker": address, "pid": os.getpid(), "host": socket.gethostname()}
     if not _claim_attempt(run_dir, address):
-        previous = json.loads((run_dir / ATTEMPT).read_text() or "{}")
+        try:
+            previous = json.loads(read_regular(run_dir / ATTEMPT, max_bytes=64 * KIB, what="attempt record") or "{}")
+            previous = previous if isinstance(previous, dict) else {}
+        except (OSError, ValueError, RecursionError):
+            previous = {}
         return {**base, "state": "killed", "seconds": 0.0, "epochs": 0,
                 "reason": f"its worker {previous.get('worker') or previous.get('pid')} on "
                           f"{previous.get('host')} died during the trial"}
