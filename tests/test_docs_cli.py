@@ -111,3 +111,20 @@ def test_a_correct_doc_passes():
     doc = "```bash\nsiamese-audio evaluate CKPT --features F --split S --ways 5 --runs 60 --out R --json\n```\n"
     assert commands(doc) == [([], "evaluate", ["--features", "--split", "--ways", "--runs", "--out", "--json"])]
     assert problems(doc, "doc.md") == []
+
+
+def test_every_subcommand_help_ends_with_an_example_that_parses():
+    parser = make_parser()
+    for name, sub in subparsers(parser).items():
+        assert sub.epilog and sub.epilog.startswith("example: siamese-audio " + name + " "), name
+        assert problems(f"`{sub.epilog.removeprefix('example: ')}`", name) == []
+        assert "".join(sub.epilog.split()) in "".join(sub.format_help().split()), name
+
+
+def test_version_prints_the_installed_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        make_parser().parse_args(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"siamese-audio {version('siamese-audio')}"
