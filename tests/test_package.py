@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +17,19 @@ STAGES = ("manifests", "features", "pipeline", "training", "evaluation")
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
-    """A non-editable install (``pip install .``, no dependencies) into its own folder."""
+    """A non-editable install (``pip install .``, no dependencies) into its own folder.
+
+    It installs from a copy of the checkout in a temporary folder, so the build's ``build/`` and
+    ``*.egg-info`` land there and ``git status`` stays clean after ``make test``.
+    """
     if importlib.util.find_spec("setuptools") is None:
         pytest.skip("setuptools is needed to build the package without network access")
     site = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("source") / "siamese-audio"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "demo-output", "bench-output"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(ROOT)], check=True, capture_output=True)
+                    "--target", str(site), str(source)], check=True, capture_output=True)
     return site
 
 
