@@ -162,8 +162,8 @@ def test_a_seal_that_is_not_json_is_refused(v, capsys):
     assert code == 2 and "SEAL.json: cannot read the seal" in one_line_error(err, "verify")
 
 
-def test_the_readme_says_what_the_seal_protects_against_and_what_not():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_the_store_docs_say_what_the_seal_protects_against_and_what_not():
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "store.md").read_text()
     section = readme[readme.index("**What the seal protects against, and what it does not.**"):]
     section = " ".join(section[: section.index("\n\n")].split())
     assert "a checksum, not a signature" in section and "recompute the seal" in section

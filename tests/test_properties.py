@@ -69,6 +69,15 @@ HEADERS = st.builds(
 MAX_CLIP_BYTES = 300 * 2**20
 
 
+#: Which branch each "run it; or else it is one named error" property reached, per test: the last test of
+#: this file checks that every such property saw both a success and a refusal (else it cannot fail).
+BRANCHES: dict[str, set[str]] = {}
+
+
+def reached(test: str, branch: str) -> None:
+    BRANCHES.setdefault(test, set()).add(branch)
+
+
 def check_clip(path: Path, dataset: str) -> None:
     """The contract for one file: stored and finite, or rejected with a reason naming it; bounded memory."""
     import tracemalloc
@@ -240,7 +249,9 @@ def test_generated_esc50_rows_are_clips_or_named_rejections(rows, raw_tail):
             scan = scan_dataset("esc50", root)
         except DatasetLayoutError as exc:
             assert "esc50.csv" in str(exc) and "\n" not in str(exc)
+            reached("esc50_rows", "error")
             return
+        reached("esc50_rows", "ok")
         for clip in scan.clips:
             assert all(-(2**63) <= clip.columns[k] < 2**63 for k in ("fold", "target"))
         check_catalog(scan, Path(tmp))
@@ -319,7 +330,9 @@ def test_generated_checkpoints_load_or_are_one_training_error(checkpoint_base, c
             embedder, meta = load_embedder(path, "cpu")
         except TrainingError as exc:
             assert str(path) in str(exc) and "\n" not in str(exc)
+            reached("checkpoints", "error")
             return
+        reached("checkpoints", "ok")
         x = torch.zeros((2, *payload["input_shape"])).numpy()
         assert np.isfinite(embedder.embed(x)).all()
 
@@ -334,6 +347,7 @@ def sealed(tmp_path_factory):
 
 
 @given(record=st.one_of(
+    st.none(),  # the good seal itself: the branch that opens must be reachable too
     JSONISH,
     st.tuples(st.sampled_from(["version_id", "files", "extra"]), VALUES.filter(lambda v: not torch.is_tensor(v))),
     st.tuples(st.text(max_size=30), JSONISH)))
@@ -341,7 +355,9 @@ def test_generated_seals_open_or_are_one_store_error(sealed, record):
     from siamese_audio.features.store import open_version, verify
 
     path, good = sealed
-    if isinstance(record, tuple) and record[0] in ("version_id", "files", "extra"):
+    if record is None:
+        record = good
+    elif isinstance(record, tuple) and record[0] in ("version_id", "files", "extra"):
         record = {**good, record[0]: record[1]}
     elif isinstance(record, tuple):  # one file entry replaced or added
         record = {**good, "files": {**good["files"], record[0]: record[1]}}
@@ -352,8 +368,10 @@ def test_generated_seals_open_or_are_one_store_error(sealed, record):
         for call in (open_version, verify):
             try:
                 call(path)
+                reached("seals", "ok")
             except StoreError as exc:
                 assert "\n" not in str(exc) and str(path) in str(exc)
+                reached("seals", "error")
     finally:
         seal_path.write_text(json.dumps(good))
 
@@ -390,3 +408,12 @@ def test_the_header_strategy_reaches_the_bounds():
                 outcomes.add(("rejected", rate))
     assert outcomes == {("rejected", 999), ("ok", 1_000), ("ok", 44_100), ("ok", 768_000), ("rejected", 768_001)}
     assert struct.calcsize("<HHIIHH") == 16
+
+
+def test_every_try_except_property_reached_both_branches():
+    """A property that passes on success and on a named error proves nothing unless both happened."""
+    ran = {name: branches for name, branches in BRANCHES.items()}
+    if not ran:
+        pytest.skip("none of the try/except properties ran in this session")
+    for name, branches in ran.items():
+        assert branches == {"ok", "error"}, f"{name}: only {sorted(branches)} reached"

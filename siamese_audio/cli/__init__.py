@@ -34,15 +34,34 @@ SUBCOMMAND_MODULES = (
     "siamese_audio.cli.demo",
 )
 
+# One example line per subcommand, shown at the end of its --help (tests/test_docs_cli.py checks each flag).
+EXAMPLES = {
+    "build": "siamese-audio build esc50 /data/ESC-50 --store /data/store --crop-long",
+    "inspect": "siamese-audio inspect /data/store/esc50/VERSION_ID",
+    "verify": "siamese-audio verify /data/store/esc50/VERSION_ID",
+    "split": "siamese-audio split esc50 --scheme report --out splits/report.parquet",
+    "split-show": "siamese-audio split-show splits/report.parquet --features /data/store/esc50/VERSION_ID",
+    "download": "siamese-audio download esc50 --to /data",
+    "train": "siamese-audio train --features /data/store/esc50/VERSION_ID --split splits/report.parquet "
+             "--out runs/esc50 --preset cpu-esc50",
+    "tune": "siamese-audio tune --features /data/store/esc50/VERSION_ID --split splits/report.parquet "
+            "--out studies/esc50 --preset report-esc50 --trials 40",
+    "evaluate": "siamese-audio evaluate runs/esc50/best.pt --features /data/store/esc50/VERSION_ID "
+                "--split splits/report.parquet --ways 5 --out reports/esc50",
+    "explain": "siamese-audio explain runs/esc50/best.pt --features /data/store/esc50/VERSION_ID "
+               "--split splits/report.parquet --task 17 42 --out reports/esc50-explain",
+    "demo": "siamese-audio demo --data /data/ESC-50 --dataset esc50",
+}
+
 
 def package_version() -> str:
-    """The installed distribution's version (``"unknown"`` when run from a tree that was never installed)."""
+    """The installed distribution's version (``0+unknown`` when run from a tree that is not installed)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("siamese-audio")
     except PackageNotFoundError:
-        return "unknown"
+        return "0+unknown"
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -51,13 +70,16 @@ def make_parser() -> argparse.ArgumentParser:
         prog="siamese-audio",
         description="Few-shot audio learning with Siamese networks: feature store, splits, training, evaluation.",
     )
-    parser.add_argument("--version", action="version", version=f"siamese-audio {package_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log messages on stderr")
     parser.add_argument("-q", "--quiet", action="count", default=0,
                         help="fewer log messages on stderr (-q: warnings and errors, -qq: errors)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
+    for name, subparser in sub.choices.items():
+        if name in EXAMPLES and subparser.epilog is None:
+            subparser.epilog = f"example: {EXAMPLES[name]}"
     return parser
 
 
