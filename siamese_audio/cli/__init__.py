@@ -30,7 +30,8 @@ MAX_MESSAGE = 2000
 # Modules that register their own subcommands with add_parser(subparsers), in help order.
 SUBCOMMAND_MODULES = (
     "siamese_audio.cli.build", "siamese_audio.cli.splits", "siamese_audio.cli.download",
-    "siamese_audio.cli.train", "siamese_audio.cli.tune", "siamese_audio.cli.evaluate", "siamese_audio.cli.explain",
+    "siamese_audio.cli.train", "siamese_audio.cli.tune", "siamese_audio.cli.evaluate", "siamese_audio.cli.embed",
+    "siamese_audio.cli.explain",
     "siamese_audio.cli.demo",
 )
 
@@ -48,6 +49,8 @@ EXAMPLES = {
             "--out studies/esc50 --preset report-esc50 --trials 40",
     "evaluate": "siamese-audio evaluate runs/esc50/best.pt --features /data/store/esc50/VERSION_ID "
                 "--split splits/report.parquet --ways 5 --out reports/esc50",
+    "embed": "siamese-audio embed runs/esc50/best.pt --features /data/store/esc50/VERSION_ID "
+             "--out embeddings/esc50 --format parquet",
     "explain": "siamese-audio explain runs/esc50/best.pt --features /data/store/esc50/VERSION_ID "
                "--split splits/report.parquet --task 17 42 --out reports/esc50-explain",
     "demo": "siamese-audio demo --data /data/ESC-50 --dataset esc50",
