@@ -124,7 +124,7 @@ def build(cfg: BuildConfig) -> BuildResult:
             result.timing = {**timing, "hash": {"files": len(known), "cached": len(known), "hashed": 0},
                              "total_s": time.perf_counter() - t0}
             return result
-    from siamese_audio.pipeline.cluster import dask_client
+    from siamese_audio.cluster import dask_client
 
     with dask_client(workers=cfg.workers, scheduler=cfg.scheduler) as client:
         warming = _warm_workers(client, config)  # held: a released future may be cancelled
@@ -195,7 +195,7 @@ def _build_with(client, cfg: BuildConfig, config: FeatureConfig, scan: DatasetSc
         dataset_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"{dataset_dir}: expected a writable store directory. Cannot create it ({exc}).") from exc
-    from siamese_audio.pipeline.cluster import check_workers
+    from siamese_audio.pipeline.workers import check_workers
 
     # Before the workers hash: they must see the sources and the store at the client's paths.
     check_workers(client, source_file=scan.root / scan.clips[0].source_path, store_dir=dataset_dir)

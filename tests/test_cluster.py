@@ -24,7 +24,7 @@ from siamese_audio.features import store
 from siamese_audio.features.store import StoreLayout
 from siamese_audio.manifests.dummies import make_audiomnist
 from siamese_audio.pipeline.build import BuildConfig, build, local_path
-from siamese_audio.pipeline.cluster import check_workers, environment, probe_worker
+from siamese_audio.pipeline.workers import check_workers, environment, probe_worker
 from tests.conftest import tree_bytes
 
 REPO = Path(__file__).resolve().parents[1]

@@ -431,7 +431,7 @@ class _Session:
     _bar: Any = None
 
     def run(self) -> None:
-        from siamese_audio.pipeline.cluster import dask_client
+        from siamese_audio.cluster import dask_client
 
         if self._budget_left(0) <= 0:
             log.info(f"the study holds {self._counted()} trials of {self.config.trials}: nothing to run")
