@@ -34,7 +34,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_results  # noqa: E402
 
-from siamese_audio.evaluation.reevaluate import SplitSource, evaluate_checkpoint
+from siamese_audio.evaluation.planning import SplitSource
+from siamese_audio.evaluation.reevaluate import evaluate_checkpoint
 from siamese_audio.evaluation.suite import EvaluationSettings
 from siamese_audio.features.store import open_version
 from siamese_audio.manifests.splits import make_metaaudio_split, make_random_split, make_report_split, write_split

@@ -195,7 +195,8 @@ def _eval_runs(cfg: DemoConfig) -> int:
 
 def _evaluate(cfg: DemoConfig, checkpoint: Path, version, split, split_path: Path, report_dir: Path):
     """Evaluate ``checkpoint`` on the split's test classes; write the report; return it and its files."""
-    from siamese_audio.evaluation.reevaluate import SplitSource, evaluate_checkpoint
+    from siamese_audio.evaluation.planning import SplitSource
+    from siamese_audio.evaluation.reevaluate import evaluate_checkpoint
     from siamese_audio.evaluation.report import write_report
     from siamese_audio.evaluation.suite import EvaluationSettings
     from siamese_audio.training.checkpoint import load_embedder
@@ -211,7 +212,7 @@ def _evaluate(cfg: DemoConfig, checkpoint: Path, version, split, split_path: Pat
 def _explain(cfg: DemoConfig, checkpoint: Path, version, split, split_path: Path, out_dir: Path):
     """SINEX of ``cfg.explain_tasks`` of the evaluated test tasks (the same draw), the first one sonified."""
     from siamese_audio.evaluation.explain.run import ExplainSettings, explain_checkpoint
-    from siamese_audio.evaluation.reevaluate import SplitSource
+    from siamese_audio.evaluation.planning import SplitSource
     from siamese_audio.training.checkpoint import load_embedder
     from siamese_audio.training.embedder import randomisation_cascade
 
@@ -227,7 +228,8 @@ def _explain(cfg: DemoConfig, checkpoint: Path, version, split, split_path: Path
 
 def _reevaluate(cfg: DemoConfig, checkpoint: Path, version, report_dir: Path) -> dict[str, Any]:
     """``evaluate --regenerate``: splits of the classes the checkpoint neither trained nor validated on."""
-    from siamese_audio.evaluation.reevaluate import evaluate_checkpoint, regenerate_splits
+    from siamese_audio.evaluation.planning import regenerate_splits
+    from siamese_audio.evaluation.reevaluate import evaluate_checkpoint
     from siamese_audio.evaluation.report import write_report
     from siamese_audio.evaluation.suite import EvaluationSettings
     from siamese_audio.training.checkpoint import load_embedder

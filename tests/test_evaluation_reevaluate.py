@@ -11,7 +11,8 @@ import pytest
 from siamese_audio.errors import EvaluationError
 from siamese_audio.evaluation.checks import check_feature_config, check_overlap, feature_config_differences
 from siamese_audio.evaluation.metrics import spread, wilson_interval
-from siamese_audio.evaluation.reevaluate import SplitSource, evaluate_checkpoint, regenerate_splits
+from siamese_audio.evaluation.planning import SplitSource, regenerate_splits
+from siamese_audio.evaluation.reevaluate import evaluate_checkpoint
 from siamese_audio.evaluation.report import write_report
 from siamese_audio.evaluation.suite import EvaluationSettings
 from siamese_audio.features.dummies import make_synthetic_version

@@ -1,7 +1,7 @@
 """Explain a checkpoint's one-shot decisions on evaluate's own tasks, and write the files.
 
 Tasks are evaluate's: the split's evaluating rows and their source recordings
-(:func:`~evaluation.reevaluate.plan_split`), laid out by
+(:func:`~evaluation.planning.plan_split`), laid out by
 :func:`~evaluation.tasks.make_pool` and drawn by :func:`~evaluation.tasks.draw_tasks`
 with the same C, runs, seed and positive rule (``same_source_ok``), so task 17
 here is task 17 of ``evaluate`` with those settings (its ``tasks.csv``). The same
@@ -49,7 +49,7 @@ from siamese_audio.evaluation.explain.report import (
 from siamese_audio.evaluation.explain.sanity import SanityTask, run_sanity, sinex_on, summarize_sanity
 from siamese_audio.evaluation.explain.segments import SegmenterConfig
 from siamese_audio.evaluation.explain.task import TaskExplanation, TaskInputs, explain_task, faithfulness_columns
-from siamese_audio.evaluation.reevaluate import (
+from siamese_audio.evaluation.planning import (
     SUBSETS,
     SplitSource,
     VersionLike,

@@ -63,7 +63,7 @@ def run_embed(args: argparse.Namespace) -> int:
         write_embeddings,
     )
     from siamese_audio.evaluation.evaluator import check_batch_size
-    from siamese_audio.evaluation.reevaluate import check_compatible, check_meta
+    from siamese_audio.evaluation.planning import check_compatible, check_meta
     from siamese_audio.features.store import open_version
     from siamese_audio.manifests.splits import read_split
     from siamese_audio.training.checkpoint import load_embedder

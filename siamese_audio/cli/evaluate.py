@@ -80,7 +80,8 @@ def default_out_dir(checkpoint: str) -> Path:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Load, check, evaluate, write the report, print the summary. Returns the exit code."""
-    from siamese_audio.evaluation.reevaluate import SplitSource, evaluate_checkpoint, regenerate_splits
+    from siamese_audio.evaluation.planning import SplitSource, regenerate_splits
+    from siamese_audio.evaluation.reevaluate import evaluate_checkpoint
     from siamese_audio.evaluation.report import write_report
     from siamese_audio.evaluation.suite import EvaluationSettings
     from siamese_audio.features.store import open_version

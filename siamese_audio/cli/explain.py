@@ -138,7 +138,7 @@ def settings_from_args(args: argparse.Namespace):
 def run_explain(args: argparse.Namespace) -> int:
     """Load, check, explain, write, print the summary. Returns the exit code."""
     from siamese_audio.evaluation.explain.run import explain_checkpoint
-    from siamese_audio.evaluation.reevaluate import SplitSource
+    from siamese_audio.evaluation.planning import SplitSource
     from siamese_audio.features.store import open_version
     from siamese_audio.manifests.splits import read_split
     from siamese_audio.training.checkpoint import load_embedder
