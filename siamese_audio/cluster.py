@@ -56,10 +56,17 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None) -> 
     env = {var: "1" for var in THREAD_VARS}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env,
                           "distributed.worker.daemon": False}):
-        with LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-            silence_logs=logging.ERROR,
-        ) as cluster, Client(cluster) as client:
+        try:
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                   silence_logs=logging.ERROR)
+        except (RuntimeError, OSError, TimeoutError) as exc:
+            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise SiameseAudioError(
+                f"Expected a local Dask cluster of {n} worker processes to start. It did not ({reason}). Local "
+                "workers talk to their scheduler over TCP on 127.0.0.1: check that the loopback interface is up, "
+                "or pass --scheduler with the address of a running one."
+            ) from exc
+        with cluster, Client(cluster) as client:
             yield client
 
 

@@ -406,3 +406,20 @@ def test_workers_with_other_libraries_or_code_are_refused(tmp_path):
     with pytest.raises(StoreError, match="worker tcp://10.0.0.7:40000: feature_code 0{32}"):
         check_workers(_FakeClient({"tcp://10.0.0.7:40000": edited}), source_file=clip, store_dir=tmp_path)
     assert check_workers(_FakeClient({"tcp://10.0.0.8:40000": good}), source_file=clip, store_dir=tmp_path)
+
+
+def test_a_local_cluster_that_cannot_start_is_one_line_naming_the_loopback(monkeypatch):
+    """No loopback (a fresh network namespace) made LocalCluster time out with a chained traceback."""
+    import distributed
+
+    from siamese_audio.cluster import dask_client
+    from siamese_audio.errors import SiameseAudioError
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Cluster failed to start: Timed out trying to connect to tcp://127.0.0.1:43485 after 30 s")
+
+    monkeypatch.setattr(distributed, "LocalCluster", refuse)
+    with pytest.raises(SiameseAudioError) as err, dask_client(workers=1):
+        pass
+    message = str(err.value)
+    assert "\n" not in message and "loopback" in message and "Timed out" in message and "--scheduler" in message

@@ -98,7 +98,7 @@ def test_the_fetched_wheels_are_complete():
 
 
 def test_the_shell_scripts_parse():
-    for script in ("fetch_wheels.sh", "install_offline.sh", "device_run.sh"):
+    for script in ("fetch_wheels.sh", "install_offline.sh", "device_run.sh", "bench_bundle.sh"):
         subprocess.run(["bash", "-n", str(GPU / script)], check=True)
 
 
@@ -173,3 +173,22 @@ def test_the_wav_header_of_a_bundle_source_may_be_stereo(tmp_path):
     sf.write(src, np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)], axis=1) * 0.3, 48_000)
     size = make_bundle.encode_clip((src, tmp_path / "x.ogg", 0.9))
     assert size > 0 and sf.info(tmp_path / "x.ogg").channels == 1
+
+
+def test_the_build_reads_each_bundled_clip_at_the_originals_length(esc50, tmp_path):
+    """The build pads a short clip at an offset drawn from its length: one sample off moves the whole clip."""
+    from siamese_audio.features.audio import load_resampled
+
+    make_bundle.make_bundle(esc50, tmp_path / "b", level=0.9, workers=1)
+    for wav in sorted((esc50 / "audio").glob("*.wav")):
+        original, _ = load_resampled(wav, target_sr=44_100)
+        bundled, _ = load_resampled(tmp_path / "b" / "audio" / f"{wav.stem}.ogg", target_sr=44_100)
+        assert len(bundled) == len(original), wav.name
+
+
+@pytest.mark.parametrize("n", [1, 1000, 73_124, 88_200, 220_500, 220_501])
+def test_the_bundled_length_maps_back_exactly(n):
+    import math
+
+    m = make_bundle.bundled_length(n)
+    assert math.ceil(m * 44_100 / 48_000) == n

@@ -24,6 +24,7 @@ WHEELS=${WHEELS:-.whl}
 BUNDLE=${BUNDLE:-.bundle}
 OUT=${OUT:-$PWD/gpu-run}
 WORK=${WORK:-/tmp/siamese-gpu-run}
+PY=${PYTHON:-python3}
 mkdir -p "$OUT" "$WORK"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 start=$(date +%s)
@@ -32,12 +33,12 @@ stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
 stamp "install offline from $WHEELS"
 # shellcheck source=benchmarks/gpu/install_offline.sh
 source benchmarks/gpu/install_offline.sh "$WHEELS" "$WORK/site"
-SA=(python3 -m siamese_audio.cli -q)
+SA=("$PY" -m siamese_audio.cli -q)
 if [ "$DEVICE" = cuda ]; then nvidia-smi -L || true; fi
 
 stamp "build the bundle's store ($BUNDLE) on $(nproc) cores"
 "${SA[@]}" build esc50 "$BUNDLE" --store "$WORK/store" --crop-long --no-progress --json > "$OUT/build.json"
-version=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["path"])' "$OUT/build.json")
+version=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["path"])' "$OUT/build.json")
 "${SA[@]}" split esc50 --features "$version" --scheme report --out "$WORK/report-split.parquet" --json > /dev/null
 
 for preset in report-esc50 cpu-esc50; do
@@ -69,5 +70,5 @@ if [ "$SPEED_EPOCHS" -gt 0 ]; then
 fi
 
 stamp "table"
-python3 benchmarks/gpu/table.py "$OUT" --minutes "$MINUTES" --device "$DEVICE"
+"$PY" benchmarks/gpu/table.py "$OUT" --minutes "$MINUTES" --device "$DEVICE"
 stamp "done"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +28,32 @@ import soundfile as sf
 BUNDLE_RATE = 48_000
 
 
+def _build_length(sr: int, y_len: int) -> int:
+    """Samples the build gets from a clip of ``y_len`` samples at ``sr`` (features.transform.resample's length)."""
+    target = _feature_rate()
+    return y_len if sr == target else math.ceil(y_len * target / sr)
+
+
+def _feature_rate() -> int:
+    from siamese_audio.features.config import preset
+
+    return preset("esc50").sample_rate
+
+
+def bundled_length(n: int) -> int:
+    """Samples at 48 kHz that the build resamples back to exactly ``n`` at the feature rate.
+
+    The build pads a short clip at an offset drawn from its length, so the bundle must give the same
+    length as the original, not one sample more or less: ``ceil(m * rate / 48000) == n``.
+    """
+    rate = _feature_rate()
+    return n if rate == BUNDLE_RATE else (n * BUNDLE_RATE) // rate
+
+
+def _fit(y: np.ndarray, m: int) -> np.ndarray:
+    return y[:m] if len(y) >= m else np.pad(y, (0, m - len(y)))
+
+
 def encode_clip(args: tuple[Path, Path, float]) -> int:
     """Write ``src`` as mono Opus at 48 kHz to ``dst``; return the bytes written."""
     import soxr
@@ -34,8 +61,10 @@ def encode_clip(args: tuple[Path, Path, float]) -> int:
     src, dst, level = args
     y, sr = sf.read(src, dtype="float32", always_2d=True)
     y = y.mean(axis=1)
+    n = _build_length(sr, len(y))
     if sr != BUNDLE_RATE:
         y = soxr.resample(y, sr, BUNDLE_RATE).astype(np.float32)
+    y = _fit(y, bundled_length(n))
     tmp = dst.with_suffix(".ogg.part")
     sf.write(tmp, y, BUNDLE_RATE, format="OGG", subtype="OPUS", compression_level=level)
     tmp.replace(dst)
