@@ -71,9 +71,14 @@ def encode_clip(args: tuple[Path, Path, float]) -> int:
     return dst.stat().st_size
 
 
+def _clips(esc50: Path) -> list[Path]:
+    audio = esc50 / "audio"
+    return sorted(p for p in audio.iterdir() if p.suffix.lower() in (".wav", ".ogg", ".flac")) if audio.is_dir() else []
+
+
 def make_bundle(esc50: Path, out: Path, level: float, workers: int) -> dict:
     """Encode every clip of ``esc50/audio`` into ``out``; return counts and sizes."""
-    wavs = sorted(p for p in (esc50 / "audio").iterdir() if p.suffix.lower() in (".wav", ".ogg", ".flac"))
+    wavs = _clips(esc50)
     csv = esc50 / "meta" / "esc50.csv"
     if not wavs or not csv.is_file():
         raise SystemExit(f"{esc50}: expected the ESC-50 release layout (audio/*.wav, meta/esc50.csv)")
@@ -88,28 +93,28 @@ def make_bundle(esc50: Path, out: Path, level: float, workers: int) -> dict:
             "kb_per_clip": round(sum(sizes) / len(sizes) / 1000, 1)}
 
 
-def _distance(args: tuple[Path, Path]) -> tuple[float, float]:
-    from siamese_audio.features.audio import load_resampled
+def _store_logmel(path: Path, clip_id: str) -> np.ndarray:
+    """The log-mel the build stores for ``path`` (features.clip.prepare_clip, then the transform)."""
+    from siamese_audio.features.clip import ClipTask, prepare_clip
     from siamese_audio.features.config import preset
-    from siamese_audio.features.transform import LogMel, pad_offset, pad_to
+    from siamese_audio.features.transform import logmel
 
-    original, bundled = args
     cfg = preset("esc50")
-    extract = LogMel(cfg)
+    y, info = prepare_clip(ClipTask(row=0, clip_id=clip_id, path=str(path)), cfg, seed=0, crop_long=True)
+    if y is None:
+        raise SystemExit(f"{path}: {info['reason']}")
+    return logmel(y, cfg)
 
-    def logmel(path: Path) -> np.ndarray:
-        y, _ = load_resampled(path, target_sr=cfg.sample_rate)
-        y = y[: cfg.n_samples]
-        offset = pad_offset(seed=0, clip_id=original.stem, n=len(y), target=cfg.n_samples)
-        return extract(pad_to(y, target=cfg.n_samples, offset=offset))
 
-    d = np.abs(logmel(original) - logmel(bundled))
+def _distance(args: tuple[Path, Path]) -> tuple[float, float]:
+    original, bundled = args
+    d = np.abs(_store_logmel(original, original.stem) - _store_logmel(bundled, original.stem))
     return float(np.median(d)), float(np.percentile(d, 99))
 
 
 def measure(esc50: Path, out: Path, n: int, workers: int) -> dict:
     """|dB| distance between the log-mels of ``n`` original clips and their bundled copies."""
-    wavs = sorted(p for p in (esc50 / "audio").iterdir() if p.suffix.lower() in (".wav", ".ogg", ".flac"))
+    wavs = _clips(esc50)
     if n and n < len(wavs):
         wavs = [wavs[i] for i in np.linspace(0, len(wavs) - 1, n).round().astype(int)]
     with ProcessPoolExecutor(workers) as pool:
