@@ -210,11 +210,52 @@ def explain_checkpoint(
         The refusals of ``evaluate``; task ids beyond the draw; ``sanity`` without a cascade.
     """
     t_start = time.perf_counter()
+    if settings.sanity and cascade is None:
+        raise EvaluationError("The sanity check needs a randomisation cascade of the model; none was given.")
+    prepared = _prepare(meta, version, source, settings, checkpoint=checkpoint, subset=subset,
+                        allow_overlap=allow_overlap, allow_feature_mismatch=allow_feature_mismatch)
+    out_dir = Path(out_dir)
+    (out_dir / "tasks").mkdir(parents=True, exist_ok=True)
+    records, faith_rows, sanity_tasks = _explain_tasks(embedder, version, prepared, settings, out_dir,
+                                                       progress=progress)
+
+    sanity = None
+    if settings.sanity:
+        sanity_rows = run_sanity(cascade, sanity_tasks, batch_size=settings.batch_size)
+        sanity = {"threshold": 0.5, "stages": summarize_sanity(sanity_rows),
+                  "rows": [r.to_dict() for r in sanity_rows],
+                  "flagged": [r.to_dict() for r in sanity_rows if r.flagged]}
+    faith_summary = None
+    if faith_rows:
+        write_faithfulness_csv(out_dir / FAITHFULNESS_CSV, faith_rows)
+        plot_faithfulness(out_dir / FAITHFULNESS_PNG, faith_rows)
+        faith_summary = summarize_faithfulness(faith_rows, n_boot=settings.faithfulness.n_boot, seed=settings.seed)
+
+    record = _run_record(meta, version, source, settings, prepared, checkpoint=checkpoint, subset=subset,
+                         allow_overlap=allow_overlap, allow_feature_mismatch=allow_feature_mismatch,
+                         records=records, faithfulness=faith_summary, sanity=sanity,
+                         seconds=time.perf_counter() - t_start)
+    write_json_atomic(out_dir / EXPLAIN_JSON, record)
+    return ExplainResult(out_dir=out_dir, summary=finite_or_none(run_summary(record, out_dir)), record=record)
+
+
+@dataclass(frozen=True, eq=False)
+class _Prepared:
+    """The checked plan of one explain run: its tasks, the ids to explain, the notes and the features' config."""
+
+    tasks: OneShotTasks
+    ids: tuple[int, ...]
+    notes: list[str]
+    overlap: dict[str, Any]
+    config: FeatureConfig
+
+
+def _prepare(meta: Mapping[str, Any], version: VersionLike, source: SplitSource, settings: ExplainSettings, *,
+             checkpoint: str, subset: str, allow_overlap: bool, allow_feature_mismatch: bool) -> _Prepared:
+    """evaluate's refusals, then its tasks (same draw) and the ids to explain; nothing is read or written."""
     check_meta(meta, checkpoint)
     if subset not in SUBSETS:
         raise EvaluationError(f"Expected --subset among {list(SUBSETS)}. Got {subset!r}.")
-    if settings.sanity and cascade is None:
-        raise EvaluationError("The sanity check needs a randomisation cascade of the model; none was given.")
     check_batch_size(settings.batch_size, version.shape, option="--batch-size")
     notes = check_compatible(meta, version, checkpoint=checkpoint, allow_feature_mismatch=allow_feature_mismatch)
     if "validation_classes" not in meta:
@@ -225,12 +266,18 @@ def explain_checkpoint(
     validate_ways_runs(settings.ways, settings.runs, len(pool.classes))
     tasks = draw_tasks(pool, ways=settings.ways, runs=settings.runs, seed=settings.seed,
                        same_source_ok=settings.same_source_ok)
-    ids = select_tasks(tasks.n_tasks, settings)
-    config = FeatureConfig.from_dict(dict(version.feature_config))
-    out_dir = Path(out_dir)
-    (out_dir / "tasks").mkdir(parents=True, exist_ok=True)
+    return _Prepared(tasks=tasks, ids=select_tasks(tasks.n_tasks, settings), notes=notes,
+                     overlap=dict(plan.overlap), config=FeatureConfig.from_dict(dict(version.feature_config)))
 
-    # Every clip of the explained tasks, read and embedded once (the evaluation's cache).
+
+def _explain_tasks(embedder: Embedder, version: VersionLike, prepared: _Prepared, settings: ExplainSettings,
+                   out_dir: Path, *, progress: bool) -> tuple[list[dict[str, Any]], list[Any], list[SanityTask]]:
+    """Explain each selected task and write its files; returns (task records, faithfulness rows, sanity tasks).
+
+    Every clip the tasks use is read and embedded once (the evaluation's cache).
+    """
+    tasks, ids, config = prepared.tasks, prepared.ids, prepared.config
+    pool = tasks.pool
     used = np.unique(np.concatenate([tasks.query[list(ids)], tasks.support[list(ids)].ravel()]))
     (cache,) = embed_rows([embedder], version.read, pool.rows[used], batch_size=settings.batch_size)
     position = {int(p): i for i, p in enumerate(used)}
@@ -266,38 +313,31 @@ def explain_checkpoint(
         faith_rows.extend(result.faithfulness)
         if settings.sanity:
             sanity_tasks.append(_sanity_task(embedder, result, settings))
+    return records, faith_rows, sanity_tasks
 
-    sanity = None
-    if settings.sanity:
-        sanity_rows = run_sanity(cascade, sanity_tasks, batch_size=settings.batch_size)
-        sanity = {"threshold": 0.5, "stages": summarize_sanity(sanity_rows),
-                  "rows": [r.to_dict() for r in sanity_rows],
-                  "flagged": [r.to_dict() for r in sanity_rows if r.flagged]}
-    faith_summary = None
-    if faith_rows:
-        write_faithfulness_csv(out_dir / FAITHFULNESS_CSV, faith_rows)
-        plot_faithfulness(out_dir / FAITHFULNESS_PNG, faith_rows)
-        faith_summary = summarize_faithfulness(faith_rows, n_boot=settings.faithfulness.n_boot, seed=settings.seed)
 
-    seconds = time.perf_counter() - t_start
+def _run_record(meta: Mapping[str, Any], version: VersionLike, source: SplitSource, settings: ExplainSettings,
+                prepared: _Prepared, *, checkpoint: str, subset: str, allow_overlap: bool,
+                allow_feature_mismatch: bool, records: list[dict[str, Any]], faithfulness: Any, sanity: Any,
+                seconds: float) -> dict[str, Any]:
+    """explain.json's content (non-finite numbers as null)."""
+    tasks = prepared.tasks
     record = {
         "format": FORMAT, "checkpoint": str(checkpoint), "dataset": version.dataset,
         "feature_version_id": version.version_id, "features_path": str(version.path),
-        "feature_config": config.to_dict(), "checkpoint_feature_version_id": meta["feature_version_id"],
+        "feature_config": prepared.config.to_dict(), "checkpoint_feature_version_id": meta["feature_version_id"],
         "checkpoint_split_id": meta["split_id"], "split_id": source.split.split_id, "split_path": source.path,
-        "subset": subset, "classes": list(pool.classes), "seen_by_checkpoint": dict(plan.overlap),
+        "subset": subset, "classes": list(tasks.pool.classes), "seen_by_checkpoint": dict(prepared.overlap),
         "positives": tasks.positives_summary(),
         "allow_overlap": allow_overlap, "allow_feature_mismatch": allow_feature_mismatch,
-        "n_tasks_drawn": tasks.n_tasks, "task_ids": list(ids), "settings": settings.to_dict(),
+        "n_tasks_drawn": tasks.n_tasks, "task_ids": list(prepared.ids), "settings": settings.to_dict(),
         "library_versions": {**versions.library_versions(
             ("numpy", "scipy", "scikit-image", "librosa", "torch", "matplotlib"), python=True),
             "siamese-audio": versions.package_version()},
-        "notes": list(notes), "tasks": records, "faithfulness": faith_summary, "sanity": sanity,
+        "notes": list(prepared.notes), "tasks": records, "faithfulness": faithfulness, "sanity": sanity,
         "cost": {"embeddings": int(sum(r["embeddings"] for r in records)), "seconds": round(seconds, 2)},
     }
-    record = finite_or_none(record)
-    write_json_atomic(out_dir / EXPLAIN_JSON, record)
-    return ExplainResult(out_dir=out_dir, summary=finite_or_none(run_summary(record, out_dir)), record=record)
+    return finite_or_none(record)
 
 
 def _write_task_files(out_dir: Path, result: TaskExplanation, tasks: OneShotTasks, t: int,
