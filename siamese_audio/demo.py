@@ -89,22 +89,12 @@ def _seen(overlap: dict[str, dict[str, str]]) -> str:
 
 
 def _explain_lines(e: dict[str, Any] | None) -> list[str]:
+    from siamese_audio.evaluation.explain.report import summary_lines
+
     if not e:
         return []
-    lines = [f"explanations     SINEX of test tasks {e['task_ids']} -> {e['out_dir']}"]
-    faith = e.get("faithfulness")
-    if faith and faith["aopc_rho"]["mean"] is not None:
-        lines.append(f"  faithfulness   AOPC by relevance {faith['aopc_rho']['mean']:.3f}, random orders "
-                     f"{faith['aopc_random_mean']['mean']:.3f}, reverse {faith['aopc_reverse']['mean']:.3f} "
-                     f"({faith['n_supports']} positive supports; logits)")
-    for stage in e.get("sanity", [])[-1:]:
-        mean = stage["spearman_mean"]
-        lines.append(f"  sanity check   every layer re-initialised: Spearman "
-                     f"{'n/a' if mean is None else f'{mean:.2f}'} with the trained model's scores")
-    if e.get("rho_size_abs_spearman_mean") is not None:
-        lines.append(f"  segment size   mean |Spearman| of relevance with segment size "
-                     f"{e['rho_size_abs_spearman_mean']:.2f} (h is divided by |R_i|)")
-    return lines
+    return [f"explanations     SINEX of test tasks {e['task_ids']} -> {e['out_dir']}",
+            *(f"  {line}" for line in summary_lines(e))]
 
 
 def _regenerated_lines(r: dict[str, Any]) -> list[str]:
@@ -193,37 +183,35 @@ def _eval_runs(cfg: DemoConfig) -> int:
     return 100 if cfg.data is None else 200
 
 
-def _evaluate(cfg: DemoConfig, checkpoint: Path, version, split, split_path: Path, report_dir: Path):
+def _evaluate(cfg: DemoConfig, checkpoint: Path, version, split_path: Path, report_dir: Path):
     """Evaluate ``checkpoint`` on the split's test classes; write the report; return it and its files."""
-    from siamese_audio.evaluation.planning import SplitSource
     from siamese_audio.evaluation.reevaluate import evaluate_checkpoint
     from siamese_audio.evaluation.report import write_report
     from siamese_audio.evaluation.suite import EvaluationSettings
-    from siamese_audio.training.checkpoint import load_embedder
+    from siamese_audio.training.inputs import open_inputs
 
     log.info(f"[demo] evaluating the best checkpoint on the test classes ({N_EVAL}-way one-shot)")
-    embedder, meta = load_embedder(checkpoint, cfg.device)
+    inputs = open_inputs(checkpoint, version, [split_path], device=cfg.device)
     settings = EvaluationSettings(ways=N_EVAL, runs=_eval_runs(cfg), seed=cfg.seed)
-    report = evaluate_checkpoint(embedder, meta, version, [SplitSource(split=split, path=str(split_path))],
-                                 settings, checkpoint=str(checkpoint), subset="test")
+    report = evaluate_checkpoint(inputs.embedder, inputs.meta, version, inputs.sources, settings,
+                                 checkpoint=str(checkpoint), subset="test")
     return report, write_report(report, report_dir)
 
 
-def _explain(cfg: DemoConfig, checkpoint: Path, version, split, split_path: Path, out_dir: Path):
+def _explain(cfg: DemoConfig, checkpoint: Path, version, split_path: Path, out_dir: Path):
     """SINEX of ``cfg.explain_tasks`` of the evaluated test tasks (the same draw), the first one sonified."""
     from siamese_audio.evaluation.explain.run import ExplainSettings, explain_checkpoint
-    from siamese_audio.evaluation.planning import SplitSource
-    from siamese_audio.training.checkpoint import load_embedder
     from siamese_audio.training.embedder import randomisation_cascade
+    from siamese_audio.training.inputs import open_inputs
 
     log.info(f"[demo] explaining {cfg.explain_tasks} test tasks (SINEX, faithfulness, sanity check"
              f"{', first task sonified' if cfg.sonify else ''})")
-    embedder, meta = load_embedder(checkpoint, cfg.device, precision="fp32")
+    inputs = open_inputs(checkpoint, version, [split_path], device=cfg.device, precision="fp32")
     settings = ExplainSettings(ways=N_EVAL, runs=_eval_runs(cfg), seed=cfg.seed, n_tasks=cfg.explain_tasks,
                                sonify=cfg.sonify, sonify_tasks=1, sanity=True)
-    return explain_checkpoint(embedder, meta, version, SplitSource(split=split, path=str(split_path)), settings,
+    return explain_checkpoint(inputs.embedder, inputs.meta, version, inputs.sources[0], settings,
                               out_dir=out_dir, checkpoint=str(checkpoint), subset="test",
-                              cascade=randomisation_cascade(embedder, seed=cfg.seed))
+                              cascade=randomisation_cascade(inputs.embedder, seed=cfg.seed))
 
 
 def _reevaluate(cfg: DemoConfig, checkpoint: Path, version, report_dir: Path) -> dict[str, Any]:
@@ -232,9 +220,10 @@ def _reevaluate(cfg: DemoConfig, checkpoint: Path, version, report_dir: Path) ->
     from siamese_audio.evaluation.reevaluate import evaluate_checkpoint
     from siamese_audio.evaluation.report import write_report
     from siamese_audio.evaluation.suite import EvaluationSettings
-    from siamese_audio.training.checkpoint import load_embedder
+    from siamese_audio.training.inputs import open_inputs
 
-    embedder, meta = load_embedder(checkpoint, cfg.device)
+    inputs = open_inputs(checkpoint, version, device=cfg.device)
+    embedder, meta = inputs.embedder, inputs.meta
     log.info(f"[demo] re-evaluating on {N_REGENERATED} regenerated splits of {REGENERATED_CLASSES} unseen classes")
     sources, notes = regenerate_splits(version, meta["training_classes"], validation_classes=meta["validation_classes"],
                                        k=N_REGENERATED, seed=cfg.seed, n_classes=REGENERATED_CLASSES)
@@ -272,10 +261,10 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     split, split_path = _split(dataset, classes, cfg.seed, out, real=cfg.data is not None)
     run_dir, report_dir = out / "run", out / "report"
     trained = _train(cfg, dataset, built.path, split_path, run_dir)
-    report, written = _evaluate(cfg, trained.best_checkpoint, version, split, split_path, report_dir)
+    report, written = _evaluate(cfg, trained.best_checkpoint, version, split_path, report_dir)
     regenerated = _reevaluate(cfg, trained.best_checkpoint, version, out / "report-regenerated")
     examples = plot_logmel_examples(version, out / "logmel_examples.png", classes=split.classes["test"])
-    explained = (_explain(cfg, trained.best_checkpoint, version, split, split_path, out / "explain")
+    explained = (_explain(cfg, trained.best_checkpoint, version, split_path, out / "explain")
                  if cfg.explain_tasks > 0 else None)
 
     pooled = report.pooled()

@@ -53,7 +53,7 @@ def fake_checkpoint(monkeypatch, data):
             "input_shape": list(version.shape)}
     calls = []
 
-    def load_embedder(path, device="auto"):
+    def load_embedder(path, device="auto", **kw):
         calls.append((path, device))
         return MeanEmbedder(), dict(meta)
 

@@ -176,3 +176,51 @@ def run_summary(record: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         summary["round_trip_median_db"] = float(np.median([s["round_trip"]["median_db"] for s in sonified
                                                            if s["kind"] != "top_k"]))
     return summary
+
+
+def _stat(stat: Mapping[str, Any] | None, digits: int = 3) -> str:
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    low, high = stat["ci95"]
+    return f"{stat['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def summary_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The headline numbers of an explain run as text lines (``explain``'s output and the demo's).
+
+    Parameters
+    ----------
+    summary : mapping
+        :func:`run_summary`'s dictionary.
+
+    Returns
+    -------
+    list of str
+        Faithfulness (mean and 95% bootstrap CI of each order), each sanity stage, relevance versus
+        segment size and the sonification round trip, where the run measured them.
+    """
+    lines: list[str] = []
+    faith = summary.get("faithfulness")
+    if faith:
+        lines += [
+            f"faithfulness over {faith['n_supports']} supports (mean, 95% bootstrap CI; logits):",
+            f"  AOPC by rho {_stat(faith['aopc_rho'])}, random {_stat(faith['aopc_random_mean'])}, "
+            f"reverse {_stat(faith['aopc_reverse'])}",
+            f"  delta AOPC {_stat(faith['delta_aopc'])}, delta insertion area {_stat(faith['delta_area'])}, "
+            f"win rate {_stat(faith['win_rate'], 2)}",
+            f"  decision flip at {_stat(faith['flip_rho'], 2)} of pixels by rho, random "
+            f"{_stat(faith['flip_random_mean'], 2)}, reverse {_stat(faith['flip_reverse'], 2)}",
+            f"  reference, segments by u alone (not per pixel): AOPC {_stat(faith['aopc_u'])}, "
+            f"flip at {_stat(faith['flip_u'], 2)}",
+        ]
+    for stage in summary.get("sanity", []):
+        mean = stage["spearman_mean"]
+        lines.append(f"sanity: randomised down to {stage['randomised_down_to']}: Spearman with the trained "
+                     f"model's scores {'n/a' if mean is None else f'{mean:.2f}'}, {stage['n_flagged']}/{stage['n']} "
+                     f"flagged")
+    if summary.get("rho_size_abs_spearman_mean") is not None:
+        lines.append(f"segment size vs rho: mean |Spearman| {summary['rho_size_abs_spearman_mean']:.2f} over the "
+                     f"supports (h is divided by |R_i|; near 1, the ranking is mostly segment size)")
+    if "round_trip_median_db" in summary:
+        lines.append(f"{summary['wavs']} WAVs; round trip median |error| {summary['round_trip_median_db']:.2f} dB")
+    return lines

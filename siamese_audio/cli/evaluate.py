@@ -80,13 +80,11 @@ def default_out_dir(checkpoint: str) -> Path:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Load, check, evaluate, write the report, print the summary. Returns the exit code."""
-    from siamese_audio.evaluation.planning import SplitSource, regenerate_splits
+    from siamese_audio.evaluation.planning import regenerate_splits
     from siamese_audio.evaluation.reevaluate import evaluate_checkpoint
     from siamese_audio.evaluation.report import write_report
     from siamese_audio.evaluation.suite import EvaluationSettings
-    from siamese_audio.features.store import open_version
-    from siamese_audio.manifests.splits import read_split
-    from siamese_audio.training.checkpoint import load_embedder
+    from siamese_audio.training.inputs import open_inputs
 
     if not args.split and args.regenerate is None:
         raise EvaluationError("Expected at least one --split FILE or --regenerate K. Got neither.")
@@ -98,10 +96,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         settings = EvaluationSettings(ways=args.ways, runs=args.runs, seed=args.seed, batch_size=args.batch_size,
                                       curve=not args.no_curve, baseline=not args.no_baseline,
                                       same_source_ok=args.same_source_ok)
-        version = open_version(args.features)
-        sources = [SplitSource(split=read_split(p), path=str(p)) for p in args.split]
         log.info(f"loading {args.checkpoint} (device {args.device})")
-        embedder, meta = load_embedder(args.checkpoint, args.device)
+        inputs = open_inputs(args.checkpoint, args.features, args.split, device=args.device)
+        version, sources, embedder, meta = inputs.version, inputs.sources, inputs.embedder, inputs.meta
         notes: list[str] = []
         if args.regenerate is not None:
             drawn, notes = regenerate_splits(version, meta.get("training_classes", []), k=args.regenerate,

@@ -138,22 +138,18 @@ def settings_from_args(args: argparse.Namespace):
 def run_explain(args: argparse.Namespace) -> int:
     """Load, check, explain, write, print the summary. Returns the exit code."""
     from siamese_audio.evaluation.explain.run import explain_checkpoint
-    from siamese_audio.evaluation.planning import SplitSource
-    from siamese_audio.features.store import open_version
-    from siamese_audio.manifests.splits import read_split
-    from siamese_audio.training.checkpoint import load_embedder
     from siamese_audio.training.embedder import randomisation_cascade
+    from siamese_audio.training.inputs import open_inputs
 
     check_out_dir(args.out, option="--out", error=EvaluationError)
     with hold_directory(args.out, what=f"Output directory {args.out}", error=EvaluationError):
         settings = settings_from_args(args)
-        version = open_version(args.features)
-        source = SplitSource(split=read_split(args.split), path=str(args.split))
         log.info(f"loading {args.checkpoint} (device {args.device}, float32)")
-        embedder, meta = load_embedder(args.checkpoint, args.device, precision="fp32")
+        inputs = open_inputs(args.checkpoint, args.features, [args.split], device=args.device, precision="fp32")
+        embedder = inputs.embedder
         cascade = randomisation_cascade(embedder, seed=args.seed) if settings.sanity else None
         result = explain_checkpoint(
-            embedder, meta, version, source, settings, out_dir=args.out, checkpoint=str(args.checkpoint),
+            embedder, inputs.meta, inputs.version, inputs.sources[0], settings, out_dir=args.out, checkpoint=str(args.checkpoint),
             subset=args.subset, allow_overlap=args.allow_overlap, allow_feature_mismatch=args.allow_feature_mismatch,
             cascade=cascade, progress=not args.no_progress,
         )
@@ -163,37 +159,12 @@ def run_explain(args: argparse.Namespace) -> int:
         return 0
 
 
-def _fmt(stat: dict[str, Any] | None, digits: int = 3) -> str:
-    if not stat or stat.get("mean") is None:
-        return "n/a"
-    low, high = stat["ci95"]
-    return f"{stat['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
 def _text(s: dict[str, Any]) -> str:
-    lines = [f"explained {len(s['task_ids'])} of {s['n_tasks_drawn']} tasks ({s['method']}, {s['ways']}-way): "
-             f"ids {s['task_ids']}; {s['embeddings']} embeddings in {s['seconds']} s"]
-    faith = s.get("faithfulness")
-    if faith:
-        lines += [
-            f"faithfulness over {faith['n_supports']} supports (mean, 95% bootstrap CI):",
-            f"  AOPC by rho {_fmt(faith['aopc_rho'])}, random {_fmt(faith['aopc_random_mean'])}, "
-            f"reverse {_fmt(faith['aopc_reverse'])}",
-            f"  delta AOPC {_fmt(faith['delta_aopc'])}, delta insertion area {_fmt(faith['delta_area'])}, "
-            f"win rate {_fmt(faith['win_rate'], 2)}",
-            f"  decision flip at {_fmt(faith['flip_rho'], 2)} of pixels by rho, random "
-            f"{_fmt(faith['flip_random_mean'], 2)}, reverse {_fmt(faith['flip_reverse'], 2)}",
-            f"  reference, segments by u alone (not per pixel): AOPC {_fmt(faith['aopc_u'])}, "
-            f"flip at {_fmt(faith['flip_u'], 2)}",
-        ]
-    for stage in s.get("sanity", []):
-        mean = stage["spearman_mean"]
-        lines.append(f"  sanity: randomised down to {stage['randomised_down_to']}: Spearman "
-                     f"{'n/a' if mean is None else f'{mean:.2f}'}, {stage['n_flagged']}/{stage['n']} flagged")
-    if s.get("rho_size_abs_spearman_mean") is not None:
-        lines.append(f"segment size vs rho: mean |Spearman| {s['rho_size_abs_spearman_mean']:.2f} over the supports "
-                     f"(h is divided by |R_i|; near 1, the ranking is mostly segment size)")
-    if "round_trip_median_db" in s:
-        lines.append(f"{s['wavs']} WAVs; round trip median |error| {s['round_trip_median_db']:.2f} dB")
-    lines.append(f"explain.json: {s['explain_json']}")
-    return "\n".join(lines)
+    from siamese_audio.evaluation.explain.report import summary_lines
+
+    return "\n".join([
+        f"explained {len(s['task_ids'])} of {s['n_tasks_drawn']} tasks ({s['method']}, {s['ways']}-way): "
+        f"ids {s['task_ids']}; {s['embeddings']} embeddings in {s['seconds']} s",
+        *summary_lines(s),
+        f"explain.json: {s['explain_json']}",
+    ])
