@@ -75,8 +75,8 @@ def _sanity_task(embedder):
     query, supports, labels, fills = make_task(seed=2)
     task = SanityTask(task=4, query=query, supports=supports, columns=(0, 2), labels=(labels[0], labels[2]),
                       fills=(fills[0], fills[2]), trained_h=())
-    trained = tuple(e.h for e in sinex_on(embedder, task, batch_size=16))
-    return dataclasses.replace(task, trained_h=trained)
+    trained = sinex_on(embedder, task, batch_size=16)
+    return dataclasses.replace(task, trained_h=tuple(e.h for e in trained), trained_vu=tuple(e.v - e.u for e in trained))
 
 
 def test_sanity_check_gives_correlation_one_for_identical_weights():
@@ -88,8 +88,30 @@ def test_sanity_check_gives_correlation_one_for_identical_weights():
     assert all(r.spearman == pytest.approx(1.0) and r.flagged for r in same)
     other = [r for r in rows if r.stage == 1]
     assert all(r.spearman < 0.999 for r in other)
-    summary = summarize_sanity(rows)
+    assert all(r.spearman_vu == pytest.approx(1.0) and r.flagged_vu for r in same)
+    summary = summarize_sanity(rows, n_boot=200)
     assert summary[0]["randomised_down_to"] == "same weights" and summary[0]["n_flagged"] == 2
+    assert summary[0]["spearman_vu"]["mean"] == pytest.approx(1.0) and summary[0]["passes"] is False
+    low, high = summary[1]["spearman_vu"]["ci95"]
+    assert low <= summary[1]["spearman_vu"]["mean"] <= high
+
+
+def test_sanity_flags_distinguish_the_sign_and_the_verdict_reads_v_minus_u():
+    from siamese_audio.evaluation.explain.sanity import SanityRow
+
+    def row(stage, h, vu):
+        return SanityRow(stage=stage, stage_name=f"s{stage}", task=0, column=0, spearman=h, spearman_vu=vu)
+
+    survived, inverted, unrelated = row(0, 0.9, 0.8), row(0, -0.9, -0.8), row(0, 0.1, float("nan"))
+    assert survived.flagged and not survived.inverted and survived.flagged_vu
+    assert inverted.inverted and not inverted.flagged and not inverted.flagged_vu
+    assert not unrelated.flagged and not unrelated.inverted and not unrelated.flagged_vu
+    # h survives through segment size while v - u changed: the stage passes, and the h flags are still counted
+    rows = [row(0, 0.8, v) for v in (-0.2, 0.0, 0.1, 0.2)] + [row(1, 0.9, v) for v in (0.7, 0.8, 0.9, 0.95)]
+    first, second = summarize_sanity(rows, n_boot=500)
+    assert first["passes"] is True and first["n_flagged"] == 4 and first["n_inverted"] == 0
+    assert second["passes"] is False and second["n_flagged_vu"] == 4
+    assert summarize_sanity([row(0, float("nan"), float("nan"))])[0]["passes"] is None
 
 
 def test_training_randomisation_cascade_goes_top_down_and_leaves_the_model_alone():
@@ -121,11 +143,35 @@ def test_training_randomisation_cascade_goes_top_down_and_leaves_the_model_alone
 def test_cascade_order_follows_the_forward_pass_not_registration():
     pytest.importorskip("torch")
     from siamese_audio.training.config import preset
-    from siamese_audio.training.embedder import parametrised_layers
+    from siamese_audio.training.embedder import parametrised_layers, unused_layers
     from siamese_audio.training.model import build_model
 
     model = build_model(preset("cpu-esc50")[0], (32, 64), seed=0)
     names = [name for name, _ in parametrised_layers(model)]
     # the projection is registered after the convolutions but applied after them: it is the encoder's top
-    assert names[:2] == ["head", "encoder.project.0"] and names[-1] == "encoder.layers.0"
-    assert len(names) == len({n for n, m in model.named_modules() if n and list(m.parameters(recurse=False))})
+    assert names[0] == "encoder.project.0" and names[-1] == "encoder.layers.0"
+    # the cosine similarity never calls the difference head: it is no stage of the cascade
+    assert "head" in unused_layers(model) and "head" not in names
+    assert len(names) + len(unused_layers(model)) == len(
+        {n for n, m in model.named_modules() if n and list(m.parameters(recurse=False))})
+
+
+def test_every_stage_of_a_cosine_cascade_changes_the_similarity():
+    """Stage 0 of a cpu-esc50 cascade used to re-initialise the unused head and change nothing."""
+    torch = pytest.importorskip("torch")
+    from siamese_audio.training.config import preset
+    from siamese_audio.training.embedder import TorchEmbedder, randomisation_cascade
+    from siamese_audio.training.model import build_model
+
+    torch.set_num_threads(1)
+    model = build_model(preset("cpu-esc50")[0], (32, 64), seed=0)
+    embedder = TorchEmbedder(model, torch.device("cpu"), precision="fp32")
+    x = np.random.default_rng(0).normal(-40, 10, (4, 32, 64)).astype(np.float32)
+    emb = embedder.embed(x)
+    trained = embedder.similarity(emb[:2], emb[2:])
+    stages = 0
+    for _, stage in randomisation_cascade(embedder, seed=1):
+        e = stage.embed(x)
+        assert not np.allclose(stage.similarity(e[:2], e[2:]), trained, rtol=0, atol=1e-7)
+        stages += 1
+    assert stages >= 2

@@ -144,7 +144,10 @@ def parametrised_layers(model: SiameseNet) -> list[tuple[str, torch.nn.Module]]:
     scoring the pair) calls them, reversed: the head first, then the encoder's
     layers from the last applied to the first (registration order can differ:
     a projection registered after the convolutions runs after them). Modules a
-    forward pass never calls (a head the similarity does not use) come first.
+    forward pass never calls (the difference head of a cosine network) are left
+    out: re-initialising them changes no score, and a cascade stage made of one
+    would report an explanation that "survived" by construction
+    (:func:`unused_layers` lists them).
     """
     named = [(name, module) for name, module in model.named_modules()
              if name and any(True for _ in module.parameters(recurse=False))]
@@ -161,16 +164,23 @@ def parametrised_layers(model: SiameseNet) -> list[tuple[str, torch.nn.Module]]:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    order = list(dict.fromkeys(called))[::-1]
     modules = dict(named)
-    return [(name, modules[name]) for name, _ in named if name not in order] + [(name, modules[name]) for name in order]
+    return [(name, modules[name]) for name in list(dict.fromkeys(called))[::-1]]
+
+
+def unused_layers(model: SiameseNet) -> list[str]:
+    """Names of the parametrised modules a forward pass never calls (left out of the cascade)."""
+    used = {name for name, _ in parametrised_layers(model)}
+    return [name for name, module in model.named_modules()
+            if name and name not in used and any(True for _ in module.parameters(recurse=False))]
 
 
 def randomisation_cascade(embedder: TorchEmbedder, *, seed: int) -> Iterator[tuple[str, TorchEmbedder]]:
     """Model-parameter randomisation (Adebayo et al., 2018): a copy re-initialised from the top down.
 
-    Yields ``(name, embedder)`` once per parametrised layer
-    (:func:`parametrised_layers`): first with the head re-initialised, then also
+    Yields ``(name, embedder)`` once per parametrised layer the forward pass
+    uses (:func:`parametrised_layers`): first with the top one (the head, when
+    the similarity calls it) re-initialised, then also
     the layer below it, and so on to the first layer. Layers are re-initialised
     with their own ``reset_parameters`` (PyTorch's default init; a batch norm's
     also resets its running statistics) under a generator seeded by ``seed``.

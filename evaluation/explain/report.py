@@ -169,8 +169,9 @@ def run_summary(record: dict[str, Any], out_dir: Path) -> dict[str, Any]:
                                                          "delta_aopc", "delta_area", "win_rate", "flip_rho",
                                                          "flip_random_mean", "flip_reverse", "aopc_u", "flip_u")}
     if record["sanity"]:
-        summary["sanity"] = [{k: s[k] for k in ("randomised_down_to", "spearman_mean", "n_flagged", "n")}
-                             for s in record["sanity"]["stages"]]
+        keys = ("randomised_down_to", "spearman_mean", "spearman_h", "spearman_vu", "n_flagged", "n_inverted",
+                "n_flagged_vu", "passes", "n")
+        summary["sanity"] = [{k: s.get(k) for k in keys} for s in record["sanity"]["stages"]]
     sonified = [s for t in tasks for s in t.get("sonification", [])]
     if sonified:
         summary["round_trip_median_db"] = float(np.median([s["round_trip"]["median_db"] for s in sonified
@@ -214,10 +215,11 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
             f"flip at {_stat(faith['flip_u'], 2)}",
         ]
     for stage in summary.get("sanity", []):
-        mean = stage["spearman_mean"]
-        lines.append(f"sanity: randomised down to {stage['randomised_down_to']}: Spearman with the trained "
-                     f"model's scores {'n/a' if mean is None else f'{mean:.2f}'}, {stage['n_flagged']}/{stage['n']} "
-                     f"flagged")
+        verdict = {True: "passes", False: "FAILS", None: "n/a"}[stage.get("passes")]
+        lines.append(f"sanity: randomised down to {stage['randomised_down_to']}: Spearman with the trained model "
+                     f"on h {_stat(stage.get('spearman_h'), 2)}, on v-u {_stat(stage.get('spearman_vu'), 2)}; "
+                     f"{stage['n_flagged']}/{stage['n']} survived (h > 0.5), {stage.get('n_inverted', 0)} inverted "
+                     f"(< -0.5); {verdict}")
     if summary.get("rho_size_abs_spearman_mean") is not None:
         lines.append(f"segment size vs rho: mean |Spearman| {summary['rho_size_abs_spearman_mean']:.2f} over the "
                      f"supports (h is divided by |R_i|; near 1, the ranking is mostly segment size)")

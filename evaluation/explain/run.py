@@ -222,7 +222,8 @@ def explain_checkpoint(
     sanity = None
     if settings.sanity:
         sanity_rows = run_sanity(cascade, sanity_tasks, batch_size=settings.batch_size)
-        sanity = {"threshold": 0.5, "stages": summarize_sanity(sanity_rows),
+        sanity = {"threshold": 0.5, "stages": summarize_sanity(sanity_rows, n_boot=settings.faithfulness.n_boot,
+                                                                seed=settings.seed),
                   "rows": [r.to_dict() for r in sanity_rows],
                   "flagged": [r.to_dict() for r in sanity_rows if r.flagged]}
     faith_summary = None
@@ -367,4 +368,5 @@ def _sanity_task(embedder: Embedder, result: TaskExplanation, settings: ExplainS
                       fills=tuple(result.explanations[c].fill for c in columns), trained_h=())
     trained = sinex_on(embedder, task, batch_size=settings.batch_size)
     return SanityTask(task=task.task, query=task.query, supports=task.supports, columns=columns, labels=task.labels,
-                      fills=task.fills, trained_h=tuple(e.h for e in trained))
+                      fills=task.fills, trained_h=tuple(e.h for e in trained),
+                      trained_vu=tuple(e.v - e.u for e in trained))
