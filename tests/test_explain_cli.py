@@ -89,6 +89,7 @@ def test_files_json_line_and_task_ids_match_evaluate(demo, tmp_path, capsys):
     support = task["supports"][task["positive"]]
     assert support["positive"] and support["n_segments"] == len(support["segments"])
     assert -1.0 <= support["rho_size_spearman"] <= 1.0
+    assert all(np.isfinite([s["v_top_kept"], s["v_top_removed"]]).all() for s in task["supports"])
     seg = support["segments"][0]
     assert set(seg) == {"label", "size", "bbox_hz", "bbox_s", "u", "h", "rho", "rank"}
     assert seg["rho"] == -seg["h"] and seg["bbox_hz"][0] <= seg["bbox_hz"][1]

@@ -9,11 +9,14 @@ import pytest
 
 from siamese_audio.errors import EvaluationError
 from siamese_audio.evaluation.explain.faithfulness import (
+    ORDERS,
     FaithfulnessConfig,
     aopc,
     bootstrap_mean,
+    curve_gap,
     flip_fraction,
     insertion_area,
+    orders_of,
     pixel_rank,
     step_counts,
 )
@@ -39,6 +42,46 @@ def test_aopc_and_insertion_area_formulas():
     assert aopc(deletion) == pytest.approx((0.0 + 0.5 + 1.0) / 3)
     assert insertion_area(np.array([0.0, 0.5, 1.0])) == pytest.approx(0.5)
     assert insertion_area(np.ones(21)) == pytest.approx(1.0)
+    # the area between insertion and deletion: a perfect order inserts to 1 at once and deletes to 0 at once
+    assert curve_gap(np.array([0.0, 1.0, 1.0]), np.array([1.0, 0.0, 0.0])) == pytest.approx(0.75 - 0.25)
+    assert curve_gap(np.ones(5), np.ones(5)) == pytest.approx(0.0)
+
+
+def test_named_orders_rank_whole_segments_by_rho_reverse_u_and_size():
+    from siamese_audio.evaluation.explain.methods import SupportExplanation
+
+    labels = np.array([[0, 0, 0, 1], [1, 2, 3, 3], [3, 3, 3, 3]])  # sizes 3, 2, 1, 6
+    sizes = np.array([3, 2, 1, 6])
+    u = np.array([0.1, 0.9, 0.5, 0.2])
+    h = (1.0 - u) / sizes
+    expl = SupportExplanation(labels=labels, sizes=sizes, fill=-80.0, v=1.0, u_empty=0.0, u=u, h=h,
+                              n_perturbations=5)
+    named, random = orders_of(expl, n_random=3, seed=0, task=0, column=0)
+    assert tuple(named) == ORDERS and random.shape == (3, *labels.shape)
+
+    def segment_sequence(rank):
+        flat = labels.ravel()[np.argsort(rank.ravel())]
+        return [int(x) for i, x in enumerate(flat) if i == 0 or x != flat[i - 1]]  # contiguous runs
+
+    assert segment_sequence(named["rho"]) == list(np.argsort(-expl.rho, kind="stable"))
+    assert segment_sequence(named["reverse"]) == segment_sequence(named["rho"])[::-1]
+    assert segment_sequence(named["u"]) == [1, 2, 3, 0]
+    assert segment_sequence(named["size"]) == [3, 0, 1, 2]
+    assert segment_sequence(named["size_small"]) == [2, 1, 0, 3]
+    for r in random:  # random orders move whole segments too
+        assert len(segment_sequence(r)) == 4
+
+
+def test_equal_sized_segments_keep_together_in_the_size_orders():
+    from siamese_audio.evaluation.explain.methods import SupportExplanation
+
+    labels = np.repeat(np.arange(4), 3).reshape(3, 4)  # four segments of 3 pixels
+    expl = SupportExplanation(labels=labels, sizes=np.full(4, 3), fill=-80.0, v=1.0, u_empty=0.0,
+                              u=np.zeros(4), h=np.ones(4) / 3, n_perturbations=5)
+    named, _ = orders_of(expl, n_random=1, seed=1, task=2, column=0)
+    for name in ("size", "size_small"):
+        flat = labels.ravel()[np.argsort(named[name].ravel())]
+        assert (np.diff(flat) != 0).sum() == 3, name  # 4 contiguous runs
 
 
 def test_decision_flip_is_the_first_step_another_support_wins():

@@ -152,6 +152,16 @@ def test_oracle_region_is_found_and_faithfulness_beats_random():
     assert m["aopc_reverse"] < random_aopc.mean()
     assert m["aopc_u"] == pytest.approx(m["aopc_rho"])  # equal-sized segments: dividing by |R_i| changes no rank
     assert m["win_rate"] > 0.95 and m["delta_area"] > 0
+    # equal sizes: the size orders are segment orders no better than chance, and rho beats both
+    assert m["win_size"] == m["win_size_small"] == 1.0
+    assert m["gap_rho"] > m["gap_random_mean"] > m["gap_reverse"]
+    # before/after: keeping the four region blocks keeps the match, removing them leaves the all-filled score
+    from siamese_audio.evaluation.explain.faithfulness import top_k_scores
+
+    after = top_k_scores(oracle, q, support[None], [expl], len(touching))
+    assert after.shape == (1, 2)
+    assert after[0, 0] == pytest.approx(float(np.asarray(v).ravel()[0]), rel=1e-5)
+    assert after[0, 1] == pytest.approx(expl.u_empty, rel=1e-5, abs=1e-6)
 
 
 def test_a_model_that_ignores_its_support_gives_aopc_zero():
@@ -167,6 +177,7 @@ def test_a_model_that_ignores_its_support_gives_aopc_zero():
         m = r.measures()
         assert m["aopc_rho"] == m["aopc_reverse"] == m["aopc_random_mean"] == 0.0
         assert m["delta_aopc"] == 0.0 and m["win_rate"] == 0.5 and m["aopc_u"] == 0.0
+        assert m["aopc_size"] == m["aopc_size_small"] == m["gap_rho"] == 0.0 and m["win_size"] == 0.5
     # Ties go to the first column: the positive support (column 1) never wins, so the "flip" is at 0.
     assert rows[1].flip_rho == 0.0 and np.isnan(rows[0].flip_rho)
 

@@ -13,12 +13,19 @@ are ordered among themselves, and against ties, by a seeded permutation). With
 
 The same curves are measured for ``R`` random segment orders (default 5, pixels
 within a segment by the same tie permutation), for the reverse order (least
-relevant first) and, as a reference, for the order of ``u_i`` alone (the
-similarity with the segment alone kept, not divided by its size: ``rho_i |R_i|``).
-The per-pixel division makes ``rho`` rank segments that change little by their
-size; the ``u`` order shows what the same perturbations rank without it. Per support: ``delta_aopc`` and ``delta_area`` against the mean
-of the random orders, and the win rate, the share of random orders whose AOPC is
-below the ``rho`` order's (ties count one half).
+relevant first), for segment size alone (``size``: largest segment first;
+``size_small``: smallest first) and, as a reference, for the order of ``u_i``
+alone (the similarity with the segment alone kept, not divided by its size:
+``rho_i |R_i|``). The per-pixel division makes ``rho`` rank segments that change
+little by their size; the size orders show how much of ``rho`` that alone
+explains, the ``u`` order what the same perturbations rank without it.
+
+Per order, ``gap`` is the area between the insertion and the deletion curve
+(insertion area minus deletion area, both trapezoids over ``k/N``; higher is
+better). Per support: ``delta_aopc`` and ``delta_area`` against the mean of the
+random orders; the win rate, the share of random orders whose AOPC is below the
+``rho`` order's; ``win_size`` / ``win_size_small``, 1 when ``rho``'s AOPC is above
+that size order's (ties count one half everywhere).
 
 Decision flip (the task's positive support only): the smallest ``k/N`` at which
 the deleted positive support no longer wins the task against the other supports'
@@ -30,7 +37,7 @@ bootstrap interval over the explained supports.
 
 Every perturbation of a task's explained supports goes through one batched
 queue (:func:`~evaluation.explain.engine.score_queue`):
-``2 * (N + 1) * (R + 3)`` embeddings per explained support.
+``2 * (N + 1) * (R + 5)`` embeddings per explained support.
 """
 
 from __future__ import annotations
@@ -45,12 +52,12 @@ from siamese_audio.errors import EvaluationError
 from siamese_audio.evaluation.embedder import Embedder
 from siamese_audio.evaluation.explain.engine import Job, score_queue
 from siamese_audio.evaluation.explain.methods import SupportExplanation
-from siamese_audio.evaluation.explain.perturb import RankMasks
+from siamese_audio.evaluation.explain.perturb import RankMasks, SegmentMasks
 
 SCOPES = ("all", "positive", "none")
 
 #: Orders measured besides the random ones, in this order.
-ORDERS = ("rho", "reverse", "u")
+ORDERS = ("rho", "reverse", "u", "size", "size_small")
 
 #: Mixed into the seeds of tie permutations and random orders (streams distinct from SINEXC's coalitions).
 TIE_STREAM = 0x7E5
@@ -123,12 +130,14 @@ def step_counts(n_pixels: int, steps: int) -> np.ndarray:
 
 
 def orders_of(explanation: SupportExplanation, *, n_random: int, seed: int, task: int, column: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel ranks of the rho order, the reverse order, the ``u`` order and ``n_random`` random segment orders.
+              ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Pixel ranks of the named :data:`ORDERS` and of ``n_random`` random segment orders.
 
     Returns
     -------
-    rho, reverse, u : np.ndarray [shape=(H, W)]
+    named : dict of str to np.ndarray [shape=(H, W)]
+        ``rho`` (most relevant first), ``reverse``, ``u`` (highest ``u_i`` first),
+        ``size`` (largest segment first), ``size_small`` (smallest first).
     random : np.ndarray [shape=(R, H, W)]
     """
     labels = explanation.labels
@@ -136,8 +145,12 @@ def orders_of(explanation: SupportExplanation, *, n_random: int, seed: int, task
     rho = explanation.rho
     orders_rng = _rng(seed, task, column, ORDER_STREAM)
     random = np.stack([pixel_rank(labels, orders_rng.permutation(rho.size), tie) for _ in range(n_random)])
-    return (pixel_rank(labels, -rho, tie), pixel_rank(labels, rho, tie), pixel_rank(labels, -explanation.u, tie),
-            random)
+    # Segments of one size keep together, in a seeded order (a pixel-level tie would interleave them).
+    k = rho.size
+    tied = orders_rng.permutation(k).astype(np.float64)
+    sizes = np.asarray(explanation.sizes, dtype=np.float64) * k
+    keys = {"rho": -rho, "reverse": rho, "u": -explanation.u, "size": tied - sizes, "size_small": tied + sizes}
+    return {name: pixel_rank(labels, keys[name], tie) for name in ORDERS}, random
 
 
 def aopc(deletion: np.ndarray) -> np.ndarray:
@@ -151,6 +164,11 @@ def insertion_area(insertion: np.ndarray) -> np.ndarray:
     insertion = np.asarray(insertion, dtype=np.float64)
     n = insertion.shape[-1] - 1
     return (insertion[..., 1:] + insertion[..., :-1]).sum(axis=-1) / (2.0 * n)
+
+
+def curve_gap(insertion: np.ndarray, deletion: np.ndarray) -> np.ndarray:
+    """Area between the insertion and the deletion curve: ``area(insertion) - area(deletion)``, over the last axis."""
+    return insertion_area(insertion) - insertion_area(deletion)
 
 
 def flip_fraction(deletion: np.ndarray, scores: np.ndarray, column: int) -> float:
@@ -168,13 +186,18 @@ def flip_fraction(deletion: np.ndarray, scores: np.ndarray, column: int) -> floa
     return float("nan")
 
 
+def _win(a: float, b: float) -> float:
+    return 1.0 if a > b else 0.5 if a == b else 0.0
+
+
 @dataclass(frozen=True, eq=False)
 class SupportFaithfulness:
     """Curves and measures of one explained support.
 
     Curves have ``N + 1`` points (``k = 0..N``); the random ones ``(R, N + 1)``.
     ``flip_*`` are NaN for a support that is not the task's positive one.
-    ``*_u``: the reference order by ``u_i`` (the segment alone, not per pixel).
+    ``*_u``: the reference order by ``u_i`` (the segment alone, not per pixel);
+    ``*_size`` / ``*_size_small``: segments by size, largest / smallest first.
     """
 
     task: int
@@ -188,6 +211,10 @@ class SupportFaithfulness:
     insertion_random: np.ndarray
     deletion_u: np.ndarray
     insertion_u: np.ndarray
+    deletion_size: np.ndarray
+    insertion_size: np.ndarray
+    deletion_size_small: np.ndarray
+    insertion_size_small: np.ndarray
     flip_rho: float
     flip_reverse: float
     flip_random: np.ndarray
@@ -207,6 +234,7 @@ class SupportFaithfulness:
         wins = float(np.mean((a_rho > a_rand) + 0.5 * (a_rho == a_rand)))
         wins_ins = float(np.mean((i_rho > i_rand) + 0.5 * (i_rho == i_rand)))
         flips = self.flip_random[np.isfinite(self.flip_random)]
+        a_size, a_small = float(aopc(self.deletion_size)), float(aopc(self.deletion_size_small))
         return {
             "aopc_rho": a_rho, "aopc_random_mean": float(a_rand.mean()), "aopc_random_sd": float(a_rand.std()),
             "aopc_reverse": a_rev, "delta_aopc": a_rho - float(a_rand.mean()),
@@ -218,6 +246,15 @@ class SupportFaithfulness:
             "flip_random_never": int(np.isnan(self.flip_random).sum()) if self.positive else 0,
             "aopc_u": float(aopc(self.deletion_u)), "area_u": float(insertion_area(self.insertion_u)),
             "flip_u": self.flip_u,
+            "aopc_size": a_size, "area_size": float(insertion_area(self.insertion_size)),
+            "aopc_size_small": a_small, "area_size_small": float(insertion_area(self.insertion_size_small)),
+            "win_size": _win(a_rho, a_size), "win_size_small": _win(a_rho, a_small),
+            "gap_rho": float(curve_gap(self.insertion_rho, self.deletion_rho)),
+            "gap_random_mean": float(curve_gap(self.insertion_random, self.deletion_random).mean()),
+            "gap_reverse": float(curve_gap(self.insertion_reverse, self.deletion_reverse)),
+            "gap_u": float(curve_gap(self.insertion_u, self.deletion_u)),
+            "gap_size": float(curve_gap(self.insertion_size, self.deletion_size)),
+            "gap_size_small": float(curve_gap(self.insertion_size_small, self.deletion_size_small)),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,7 +266,11 @@ class SupportFaithfulness:
                            "insertion_rho": self.insertion_rho.tolist(),
                            "insertion_reverse": self.insertion_reverse.tolist(),
                            "insertion_random": self.insertion_random.tolist(),
-                           "deletion_u": self.deletion_u.tolist(), "insertion_u": self.insertion_u.tolist()}}
+                           "deletion_u": self.deletion_u.tolist(), "insertion_u": self.insertion_u.tolist(),
+                           "deletion_size": self.deletion_size.tolist(),
+                           "insertion_size": self.insertion_size.tolist(),
+                           "deletion_size_small": self.deletion_size_small.tolist(),
+                           "insertion_size_small": self.insertion_size_small.tolist()}}
 
 
 def measure_faithfulness(
@@ -260,19 +301,21 @@ def measure_faithfulness(
     n = config.steps
     jobs: list[Job] = []
     for c in columns:
-        rho_rank, rev_rank, u_rank, rand_ranks = orders_of(explanations[c], n_random=config.random_orders,
-                                                           seed=seed, task=task, column=c)
+        named, rand_ranks = orders_of(explanations[c], n_random=config.random_orders, seed=seed, task=task, column=c)
         counts = step_counts(explanations[c].labels.size, n)
-        for rank in (rho_rank, rev_rank, u_rank, *rand_ranks):
+        for rank in (*(named[name] for name in ORDERS), *rand_ranks):
             jobs.append(Job(c, RankMasks(rank=rank, counts=counts, insert=False)))
             jobs.append(Job(c, RankMasks(rank=rank, counts=counts, insert=True)))
     fills = [e.fill for e in explanations]
     curves = score_queue(embedder, query_embedding, supports, fills, jobs, batch_size=batch_size)
-    per = 2 * (config.random_orders + len(ORDERS))
+    n_named = len(ORDERS)
+    per = 2 * (config.random_orders + n_named)
     out = []
     for i, c in enumerate(columns):
         mine = curves[i * per:(i + 1) * per]
         deletion, insertion = mine[0::2], mine[1::2]
+        dele = dict(zip(ORDERS, deletion[:n_named]))
+        ins = dict(zip(ORDERS, insertion[:n_named]))
         is_pos = c == positive
 
         def flip(curve: np.ndarray, c: int = c, is_pos: bool = is_pos) -> float:
@@ -280,13 +323,39 @@ def measure_faithfulness(
 
         out.append(SupportFaithfulness(
             task=task, column=int(c), positive=bool(is_pos),
-            deletion_rho=deletion[0], deletion_reverse=deletion[1], deletion_random=np.stack(deletion[3:]),
-            insertion_rho=insertion[0], insertion_reverse=insertion[1], insertion_random=np.stack(insertion[3:]),
-            deletion_u=deletion[2], insertion_u=insertion[2],
-            flip_rho=flip(deletion[0]), flip_reverse=flip(deletion[1]),
-            flip_random=np.array([flip(d) for d in deletion[3:]], dtype=np.float64), flip_u=flip(deletion[2]),
+            deletion_rho=dele["rho"], deletion_reverse=dele["reverse"], deletion_random=np.stack(deletion[n_named:]),
+            insertion_rho=ins["rho"], insertion_reverse=ins["reverse"],
+            insertion_random=np.stack(insertion[n_named:]),
+            deletion_u=dele["u"], insertion_u=ins["u"],
+            deletion_size=dele["size"], insertion_size=ins["size"],
+            deletion_size_small=dele["size_small"], insertion_size_small=ins["size_small"],
+            flip_rho=flip(dele["rho"]), flip_reverse=flip(dele["reverse"]),
+            flip_random=np.array([flip(d) for d in deletion[n_named:]], dtype=np.float64), flip_u=flip(dele["u"]),
         ))
     return out
+
+
+def top_k_scores(embedder: Embedder, query_embedding: np.ndarray, supports: np.ndarray,
+                 explanations: Sequence[SupportExplanation], top_k: int, *, batch_size: int = 64) -> np.ndarray:
+    """Similarity of the query to each support with only its top-k segments kept, and with them removed.
+
+    The before/after a figure reports: ``v`` (cached) against these two.
+
+    Returns
+    -------
+    np.ndarray [shape=(C, 2), dtype=float64]
+        Column 0: only the ``top_k`` most relevant segments kept (the rest filled);
+        column 1: those segments filled, the rest kept.
+    """
+    jobs = []
+    for c, e in enumerate(explanations):
+        keep = np.zeros((2, e.n_segments), dtype=bool)
+        keep[0, e.top_segments(top_k)] = True
+        keep[1] = ~keep[0]
+        jobs.append(Job(c, SegmentMasks(labels=e.labels, keep=keep)))
+    fills = [e.fill for e in explanations]
+    curves = score_queue(embedder, query_embedding, supports, fills, jobs, batch_size=batch_size)
+    return np.stack([np.asarray(c, dtype=np.float64) for c in curves]) if curves else np.zeros((0, 2))
 
 
 def bootstrap_mean(values: Sequence[float], *, n_boot: int, seed: int) -> dict[str, Any]:
@@ -309,7 +378,9 @@ def bootstrap_mean(values: Sequence[float], *, n_boot: int, seed: int) -> dict[s
 
 #: Measures summarised over tasks, as named in ``faithfulness.csv``.
 SUMMARISED = ("aopc_rho", "aopc_random_mean", "aopc_reverse", "delta_aopc", "area_rho", "area_random_mean",
-              "area_reverse", "delta_area", "win_rate", "win_rate_insertion", "aopc_u", "area_u")
+              "area_reverse", "delta_area", "win_rate", "win_rate_insertion", "aopc_u", "area_u",
+              "aopc_size", "area_size", "aopc_size_small", "area_size_small", "win_size", "win_size_small",
+              "gap_rho", "gap_random_mean", "gap_reverse", "gap_u", "gap_size", "gap_size_small")
 FLIPS = ("flip_rho", "flip_random_mean", "flip_reverse", "flip_u")
 
 

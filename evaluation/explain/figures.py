@@ -114,8 +114,14 @@ def plot_task(path: Path, query: np.ndarray, supports: np.ndarray, explanations:
 
 def plot_overlay(path: Path, supports: np.ndarray, explanations: Sequence[SupportExplanation], *,
                  v: Sequence[float], positive: int, classes: Sequence[str], top_k: int, task: int,
-                 config: FeatureConfig, columns: Sequence[int] | None = None) -> Path:
-    """Each support's log-mel (grey), relevance at partial opacity, segment borders, top-k outlined."""
+                 config: FeatureConfig, columns: Sequence[int] | None = None, after: np.ndarray | None = None,
+                 query_class: str | None = None) -> Path:
+    """Each support's log-mel (grey), relevance at partial opacity, segment borders, top-k outlined.
+
+    ``after`` [shape=(C, 2)], when given: the similarity with only the top-k
+    segments kept and with them removed (:func:`~evaluation.explain.faithfulness.top_k_scores`),
+    written beside ``v`` in each title.
+    """
     from skimage.segmentation import find_boundaries
 
     plt = _pyplot()
@@ -142,18 +148,22 @@ def plot_overlay(path: Path, supports: np.ndarray, explanations: Sequence[Suppor
         xs = (np.arange(config.n_frames) + 0.5) * duration / config.n_frames
         ax.contour(xs, ys, top, levels=[0.5], colors="yellow", linewidths=1.4)
         mark = ", positive" if c == positive else ""
-        ax.set_title(f"support {c} ({classes[c]}{mark}): v = {v[c]:.3g}; top {top_k} segments by ρ outlined "
-                     f"in yellow", fontsize=8)
+        scores = f"v = {v[c]:.3g}"
+        if after is not None:
+            scores += f"; top {top_k} only: {after[c, 0]:.3g}, top {top_k} removed: {after[c, 1]:.3g}"
+        ax.set_title(f"support {c} ({classes[c]}{mark}): {scores}\ntop {top_k} segments by ρ outlined in yellow",
+                     fontsize=8)
         _axes_in_hz_and_seconds(ax, config)
     if image is not None:
         fig.colorbar(image, cax=fig.add_axes((0.83, 0.3, 0.02, 0.4)), label="ρ = −h (red: highest)")
-    fig.suptitle(f"task {task}: {SIGN_NOTE}", fontsize=8)
+    heading = f"task {task}" + (f", query: {query_class}" if query_class else "")
+    fig.suptitle(f"{heading}: {SIGN_NOTE}", fontsize=8)
     save_figure(fig, path, dpi=90)
     return Path(path)
 
 
 def plot_faithfulness(path: Path, rows: Sequence[SupportFaithfulness], *, title: str = "") -> Path:
-    """Mean deletion and insertion curves over explained supports: rho order vs random vs reverse.
+    """Mean deletion and insertion curves over explained supports: rho order vs random, reverse and size.
 
     A dotted reference line orders segments by ``u_i`` alone (``rho_i |R_i|``, not per pixel).
     """
@@ -177,6 +187,9 @@ def plot_faithfulness(path: Path, rows: Sequence[SupportFaithfulness], *, title:
         ax.fill_between(x, rand_mean - rand_sd, rand_mean + rand_sd, color="grey", alpha=0.25)
         ax.plot(x, rev.mean(axis=0), "--", color="tab:blue",
                 label=f"reverse (least relevant first), {label} {float(score(rev).mean()):.3g}")
+        size = np.stack([getattr(r, f"{kind}_size") for r in rows]).astype(np.float64)
+        ax.plot(x, size.mean(axis=0), "-.", color="tab:green",
+                label=f"segment size alone (largest first), {label} {float(score(size).mean()):.3g}")
         alone = np.stack([getattr(r, f"{kind}_u") for r in rows]).astype(np.float64)
         ax.plot(x, alone.mean(axis=0), ":", color="black",
                 label=f"reference: by u (segment alone, not per pixel), {label} {float(score(alone).mean()):.3g}")

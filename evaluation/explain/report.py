@@ -103,7 +103,9 @@ def faithfulness_frame(rows: Sequence[SupportFaithfulness]):
     columns = ["task", "column", "positive", "aopc_rho", "aopc_random_mean", "aopc_random_sd", "aopc_reverse",
                "delta_aopc", "area_rho", "area_random_mean", "area_reverse", "delta_area", "win_rate",
                "win_rate_insertion", "flip_rho", "flip_random_mean", "flip_reverse", "flip_random_never",
-               "aopc_u", "area_u", "flip_u"]
+               "aopc_u", "area_u", "flip_u", "aopc_size", "area_size", "aopc_size_small", "area_size_small",
+               "win_size", "win_size_small", "gap_rho", "gap_random_mean", "gap_reverse", "gap_u", "gap_size",
+               "gap_size_small"]
     records = [{"task": r.task, "column": r.column, "positive": r.positive, **r.measures()} for r in rows]
     return pd.DataFrame(records, columns=columns)
 
@@ -130,6 +132,8 @@ def task_record(result: TaskExplanation, tasks: OneShotTasks, t: int, clip_ids: 
             # How much of the ranking is segment size: h is divided by |R_i|, so segments that change
             # little rank by size alone (sign: that of v - u_empty).
             "rho_size_spearman": spearman(e.rho, e.sizes), "segments": segment_table(e, config),
+            **({} if result.top_k_scores is None else {"v_top_kept": float(result.top_k_scores[c, 0]),
+                                                      "v_top_removed": float(result.top_k_scores[c, 1])}),
         })
     return {
         "task": t, "query": {"row": q_row, "clip_id": clip_ids.get(q_row), "class": classes[int(tasks.query_class[t])]},
@@ -167,7 +171,9 @@ def run_summary(record: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     if faith:
         summary["faithfulness"] = {k: faith[k] for k in ("n_supports", "aopc_rho", "aopc_random_mean", "aopc_reverse",
                                                          "delta_aopc", "delta_area", "win_rate", "flip_rho",
-                                                         "flip_random_mean", "flip_reverse", "aopc_u", "flip_u")}
+                                                         "flip_random_mean", "flip_reverse", "aopc_u", "flip_u",
+                                                         "aopc_size", "aopc_size_small", "win_size",
+                                                         "win_size_small", "gap_rho", "gap_random_mean")}
     if record["sanity"]:
         keys = ("randomised_down_to", "spearman_mean", "spearman_h", "spearman_vu", "n_flagged", "n_inverted",
                 "n_flagged_vu", "passes", "n")
@@ -211,6 +217,11 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
             f"win rate {_stat(faith['win_rate'], 2)}",
             f"  decision flip at {_stat(faith['flip_rho'], 2)} of pixels by rho, random "
             f"{_stat(faith['flip_random_mean'], 2)}, reverse {_stat(faith['flip_reverse'], 2)}",
+            f"  segment size alone: AOPC largest first {_stat(faith.get('aopc_size'))}, smallest first "
+            f"{_stat(faith.get('aopc_size_small'))}; rho beats them on {_stat(faith.get('win_size'), 2)} / "
+            f"{_stat(faith.get('win_size_small'), 2)} of the supports",
+            f"  insertion - deletion area by rho {_stat(faith.get('gap_rho'))}, random "
+            f"{_stat(faith.get('gap_random_mean'))}",
             f"  reference, segments by u alone (not per pixel): AOPC {_stat(faith['aopc_u'])}, "
             f"flip at {_stat(faith['flip_u'], 2)}",
         ]

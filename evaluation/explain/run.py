@@ -299,7 +299,7 @@ def _explain_tasks(embedder: Embedder, version: VersionLike, prepared: _Prepared
                             positive=int(tasks.positive[t]))
         result = explain_task(embedder, inputs, method=settings.method, segmenter=settings.segmenter,
                               fill=settings.fill, top_db=config.top_db, faithfulness=settings.faithfulness,
-                              seed=settings.seed, batch_size=settings.batch_size)
+                              seed=settings.seed, batch_size=settings.batch_size, top_k=settings.top_k)
         record = task_record(result, tasks, t, clip_ids, config)
         record["files"] = _write_task_files(out_dir, result, tasks, t, settings, config)
         if settings.sonify and (settings.sonify_tasks is None or sonified < settings.sonify_tasks):
@@ -353,7 +353,8 @@ def _write_task_files(out_dir: Path, result: TaskExplanation, tasks: OneShotTask
               task=t, config=config)
     overlay = stem.parent / f"{stem.name}_overlay.png"
     plot_overlay(overlay, inputs.supports, result.explanations, v=inputs.v.tolist(), positive=inputs.positive,
-                 classes=classes, top_k=settings.top_k, task=t, config=config)
+                 classes=classes, top_k=settings.top_k, task=t, config=config, after=result.top_k_scores,
+                 query_class=tasks.pool.classes[int(tasks.query_class[t])])
     return {name: str(path.relative_to(out_dir)) for name, path in
             (("arrays", stem.with_suffix(".npz")), ("figure", stem.with_suffix(".png")), ("overlay", overlay))}
 

@@ -14,6 +14,7 @@ from siamese_audio.evaluation.explain.faithfulness import (
     FaithfulnessConfig,
     SupportFaithfulness,
     measure_faithfulness,
+    top_k_scores,
 )
 from siamese_audio.evaluation.explain.methods import MethodConfig, SupportExplanation, coalition_rng, explain_supports
 from siamese_audio.evaluation.explain.perturb import Fill, fill_level
@@ -60,6 +61,8 @@ class TaskExplanation:
     faithfulness: tuple[SupportFaithfulness, ...]
     embeddings: int
     seconds: float
+    top_k_scores: np.ndarray | None = None
+    """[shape=(C, 2)]: similarity with only the top-k segments kept, and with them removed."""
 
 
 def faithfulness_columns(scope: str, ways: int, positive: int) -> list[int]:
@@ -73,7 +76,7 @@ def faithfulness_columns(scope: str, ways: int, positive: int) -> list[int]:
 
 def explain_task(
     embedder: Embedder, inputs: TaskInputs, *, method: MethodConfig, segmenter: SegmenterConfig, fill: Fill,
-    top_db: float, faithfulness: FaithfulnessConfig, seed: int, batch_size: int = 64,
+    top_db: float, faithfulness: FaithfulnessConfig, seed: int, batch_size: int = 64, top_k: int = 3,
 ) -> TaskExplanation:
     """Explain every support of one task, then measure the faithfulness of the chosen supports.
 
@@ -91,6 +94,8 @@ def explain_task(
         With the task index and the support's column, seeds SINEXC's
         coalitions and the faithfulness orders.
     batch_size : int
+    top_k : int
+        Segments kept / removed for the before-after scores (``TaskExplanation.top_k_scores``).
     """
     t0 = time.perf_counter()
     supports = np.asarray(inputs.supports, dtype=np.float32)
@@ -107,7 +112,8 @@ def explain_task(
     faith = measure_faithfulness(
         embedder, inputs.query_embedding, supports, inputs.v, explanations, columns, positive=inputs.positive,
         task=inputs.task, seed=seed, config=faithfulness, batch_size=batch_size) if columns else []
-    n_faith = len(columns) * 2 * (faithfulness.steps + 1) * (faithfulness.random_orders + len(ORDERS))
+    after = top_k_scores(embedder, inputs.query_embedding, supports, explanations, top_k, batch_size=batch_size)
+    n_faith = 2 * supports.shape[0] + len(columns) * 2 * (faithfulness.steps + 1) * (faithfulness.random_orders + len(ORDERS))
     embeddings = sum(e.n_perturbations for e in explanations) + n_faith
     return TaskExplanation(inputs=inputs, explanations=tuple(explanations), faithfulness=tuple(faith),
-                           embeddings=int(embeddings), seconds=time.perf_counter() - t0)
+                           embeddings=int(embeddings), seconds=time.perf_counter() - t0, top_k_scores=after)
