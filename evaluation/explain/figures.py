@@ -182,6 +182,9 @@ def plot_faithfulness(path: Path, rows: Sequence[SupportFaithfulness], *, title:
         label = "AOPC" if kind == "deletion" else "area"
         ax.plot(x, rho.mean(axis=0), "-", color="tab:red", lw=2,
                 label=f"by ρ (most relevant first), {label} {float(score(rho).mean()):.3g}")
+        if rho.shape[0] > 1:  # 95% normal interval of the mean curve over supports
+            half = 1.96 * rho.std(axis=0, ddof=1) / np.sqrt(rho.shape[0])
+            ax.fill_between(x, rho.mean(axis=0) - half, rho.mean(axis=0) + half, color="tab:red", alpha=0.18)
         ax.plot(x, rand_mean, "-", color="grey", label=f"random segment orders, {label} "
                 f"{float(score(rand).mean()):.3g}")
         ax.fill_between(x, rand_mean - rand_sd, rand_mean + rand_sd, color="grey", alpha=0.25)
@@ -198,7 +201,7 @@ def plot_faithfulness(path: Path, rows: Sequence[SupportFaithfulness], *, title:
         ax.set_title(f"{kind} curves", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title or f"faithfulness over {len(rows)} explained supports (band: ±1 sd of a random order)",
+    fig.suptitle(title or f"faithfulness over {len(rows)} explained supports (red band: 95% interval of ρ's mean; grey: ±1 sd of a random order)",
                  fontsize=10)
     save_figure(fig, path, dpi=100)
     return Path(path)
