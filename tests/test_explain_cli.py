@@ -64,7 +64,7 @@ def test_files_json_line_and_task_ids_match_evaluate(demo, tmp_path, capsys):
     assert len(lines) == 1
     summary = json.loads(lines[0])
     assert summary["task_ids"] == [2, 9] and summary["n_tasks_drawn"] == 12 and summary["method"] == "sinex"
-    assert summary["wavs"] == 1 + 3 + 3 and summary["round_trip_median_db"] < 3.0
+    assert summary["wavs"] == 1 + 3 + 3 + 3 and summary["round_trip_median_db"] < 3.0
     assert [s["randomised_down_to"] for s in summary["sanity"]] == ["head", "encoder.layers.4", "encoder.layers.0"]
 
     def strict(constant):
@@ -78,7 +78,7 @@ def test_files_json_line_and_task_ids_match_evaluate(demo, tmp_path, capsys):
     assert record["seen_by_checkpoint"] == {} and record["tasks"][0]["positive_same_recording"] is None
     for name in ("faithfulness.csv", "faithfulness.png", "tasks/task_00002.npz", "tasks/task_00002.png",
                  "tasks/task_00002_overlay.png", "tasks/task_00009_overlay.png", "audio/task_00002/query.wav",
-                 "audio/task_00002/support0_top3.wav"):
+                 "audio/task_00002/support0_top3.wav", "audio/task_00002/support0_minus_top3.wav"):
         assert (out / name).is_file(), name
     assert not (out / "audio" / "task_00009").exists()  # --sonify-tasks 1
     arrays = np.load(out / "tasks" / "task_00002.npz")

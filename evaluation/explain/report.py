@@ -181,7 +181,7 @@ def run_summary(record: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     sonified = [s for t in tasks for s in t.get("sonification", [])]
     if sonified:
         summary["round_trip_median_db"] = float(np.median([s["round_trip"]["median_db"] for s in sonified
-                                                           if s["kind"] != "top_k"]))
+                                                           if s["kind"] in ("query", "support")]))
     return summary
 
 

@@ -1,20 +1,29 @@
 """Play back what the network relies on: log-mel -> audio (inverse mel, Griffin-Lim) -> PCM16 WAV.
 
 For each explained task: the query and every whole support are re-synthesised,
-and every support with only its top-k segments by relevance kept (the rest
-filled), all the same way so that they compare: ``librosa.db_to_power`` ->
+every support with only its top-k segments by relevance kept (the rest filled)
+and every support with those segments removed (filled, the rest kept), all the
+same way so that they compare: ``librosa.db_to_power`` ->
 ``librosa.feature.inverse.mel_to_stft`` (the feature config's rate, n_fft,
 Slaney mel, power) -> ``librosa.griffinlim`` (32 iterations, random initial
-phase from a seeded generator, the config's hop and length). One gain per task
-(only ever attenuating, to keep the loudest signal at -1 dBFS) keeps their
-levels comparable; it is recorded.
+phase from a seeded generator, the config's hop and length).
+
+No clicks at segment edges: the kept / removed mask is softened along time
+with a Hann ramp of ``RAMP_S`` seconds (:func:`soft_keep`; the frame count is
+``round(RAMP_S * sample_rate / hop_length)``) and the two sides are mixed in
+power (:func:`blend`), so a segment fades in and out over about ``RAMP_S``
+instead of switching on in one frame. Levels: every WAV is scaled to the same
+RMS level (``TARGET_RMS_DBFS``) unless that would push its peak above
+``PEAK_DBFS``; the gain and the level before scaling (``level_dbfs``) are
+recorded, so loudness between the clips can still be compared.
 
 Each WAV is decoded again and re-analysed with the feature pipeline's own
 log-mel (:class:`~siamese_audio.features.transform.LogMel`), and compared with
 the spectrogram it was made from: the round-trip error (median and 90th
-percentile of |dB difference|) and, for a top-k clip, the energy outside the
-kept region relative to the energy inside (dB; the perturbed input's own ratio
-is given beside it, since the filled floor is quiet but not silent).
+percentile of |dB difference|) and, for a top-k or removed clip, the energy
+outside the kept region relative to the energy inside (dB; the perturbed
+input's own ratio is given beside it, since the filled floor is quiet but not
+silent).
 
 librosa is imported here only, when sonifying (about 3-5 s per clip on a CPU,
 most of it in ``mel_to_stft``'s non-negative least squares, plus numba's
@@ -39,9 +48,63 @@ from siamese_audio.files import write_atomic
 
 #: Griffin-Lim iterations (the issue's setting).
 GRIFFIN_LIM_ITERATIONS = 32
-#: Peak level of the loudest signal of a task when it would clip (dBFS).
+#: Highest peak of a WAV (dBFS).
 PEAK_DBFS = -1.0
+#: RMS level every WAV is scaled to, peak permitting (dBFS).
+TARGET_RMS_DBFS = -20.0
+#: Length of the fade at a segment's edge in time (seconds).
+RAMP_S = 0.05
 GL_STREAM = 0x50D
+
+
+def soft_keep(keep: np.ndarray, config: FeatureConfig, *, ramp_s: float = RAMP_S) -> np.ndarray:
+    """A kept-pixel mask with its edges in time faded over about ``ramp_s`` seconds.
+
+    Parameters
+    ----------
+    keep : np.ndarray [shape=(n_mels, n_frames), dtype=bool]
+    config : FeatureConfig
+        Its rate and hop convert seconds to frames.
+    ramp_s : float
+        Fade length; 0 (or less than one frame) keeps the hard mask.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_mels, n_frames), dtype=float64]
+        In [0, 1]: 1 well inside kept runs, 0 well outside, a Hann-shaped ramp
+        of ``round(ramp_s * sample_rate / hop_length)`` frames across each edge.
+        ``soft_keep(~keep) == 1 - soft_keep(keep)``.
+    """
+    from scipy.ndimage import convolve1d
+
+    keep = np.asarray(keep, dtype=bool)
+    frames = int(round(float(ramp_s) * config.sample_rate / config.hop_length))
+    if frames < 2:
+        return keep.astype(np.float64)
+    window = np.hanning(frames + 2)[1:-1]
+    window /= window.sum()
+    soft = convolve1d(keep.astype(np.float64), window, axis=1, mode="nearest")
+    soft[soft < 1e-9] = 0.0  # rounding: untouched runs stay exactly kept / filled
+    soft[soft > 1.0 - 1e-9] = 1.0
+    return soft
+
+
+def blend(logmel: np.ndarray, fill: float, weight: np.ndarray) -> np.ndarray:
+    """``weight * logmel + (1 - weight) * fill``, mixed in power, back in dB [shape=logmel.shape, float32]."""
+    power = np.power(10.0, np.asarray(logmel, dtype=np.float64) / 10.0)
+    floor = 10.0 ** (float(fill) / 10.0)
+    return (10.0 * np.log10(weight * power + (1.0 - weight) * floor)).astype(np.float32)
+
+
+def level_gain(y: np.ndarray) -> tuple[float, float]:
+    """RMS level of ``y`` (dBFS) and the gain that brings it to ``TARGET_RMS_DBFS`` with its peak at most ``PEAK_DBFS``."""
+    y = np.asarray(y, dtype=np.float64)
+    rms = float(np.sqrt(np.mean(y ** 2))) if y.size else 0.0
+    peak = float(np.abs(y).max()) if y.size else 0.0
+    if rms <= 0.0 or peak <= 0.0:
+        return float("-inf"), 1.0
+    gain = min(10.0 ** (TARGET_RMS_DBFS / 20.0) / rms, 10.0 ** (PEAK_DBFS / 20.0) / peak)
+    return float(20.0 * np.log10(rms)), float(gain)
 
 
 def invert(logmel: np.ndarray, config: FeatureConfig, *, n_iter: int = GRIFFIN_LIM_ITERATIONS,
@@ -120,49 +183,53 @@ class Clip:
 
 
 def task_clips(query: np.ndarray, supports: np.ndarray, explanations: Sequence[SupportExplanation],
-               top_k: int) -> list[Clip]:
-    """The query, each whole support, and each support with only its top-k segments kept."""
+               top_k: int, config: FeatureConfig, *, ramp_s: float = RAMP_S) -> list[Clip]:
+    """The query, each whole support, each support with only its top-k segments kept, and with them removed."""
     clips = [Clip("query.wav", "query", np.asarray(query, dtype=np.float32))]
     for c, s in enumerate(supports):
         clips.append(Clip(f"support{c}.wav", "support", np.asarray(s, dtype=np.float32), column=c))
-    for c, (s, e) in enumerate(zip(supports, explanations)):
-        keep = np.isin(e.labels, e.top_segments(top_k))
-        clips.append(Clip(f"support{c}_top{top_k}.wav", "top_k", np.where(keep, s, e.fill).astype(np.float32),
-                          column=c, keep=keep))
+    for kind, name in (("top_k", "top{k}"), ("removed", "minus_top{k}")):
+        for c, (s, e) in enumerate(zip(supports, explanations)):
+            top = np.isin(e.labels, e.top_segments(top_k))
+            keep = top if kind == "top_k" else ~top
+            clips.append(Clip(f"support{c}_{name.format(k=top_k)}.wav", kind,
+                              blend(s, e.fill, soft_keep(keep, config, ramp_s=ramp_s)), column=c, keep=keep))
     return clips
 
 
 def sonify_task(
     out_dir: Path, query: np.ndarray, supports: np.ndarray, explanations: Sequence[SupportExplanation], *,
     top_k: int, config: FeatureConfig, seed: int, task: int, n_iter: int = GRIFFIN_LIM_ITERATIONS,
+    ramp_s: float = RAMP_S,
 ) -> list[dict[str, Any]]:
     """Write the WAVs of one task into ``out_dir`` and measure each round trip.
 
     Returns
     -------
     list of dict
-        Per WAV: ``file, kind, column, gain, round_trip {median_db, p90_db}`` and,
-        for top-k clips, ``kept_segments, energy_outside_db, energy_outside_input_db``.
+        Per WAV: ``file, kind`` (query, support, top_k, removed), ``column, gain, level_dbfs,
+        round_trip {median_db, p90_db}`` and, for top-k and removed clips,
+        ``kept_segments`` (the top-k labels), ``ramp_s, energy_outside_db, energy_outside_input_db``
+        (outside what the clip keeps).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clips = task_clips(query, supports, explanations, top_k)
+    clips = task_clips(query, supports, explanations, top_k, config, ramp_s=ramp_s)
     signals = [invert(clip.logmel, config, n_iter=n_iter,
                       rng=np.random.default_rng(np.random.SeedSequence([int(seed), int(task), i, GL_STREAM])))
                for i, clip in enumerate(clips)]
-    peak = max(float(np.abs(y).max()) for y in signals)
-    limit = 10.0 ** (PEAK_DBFS / 20.0)
-    gain = min(1.0, limit / peak) if peak > 0 else 1.0
     analyse = LogMel(config)
     records = []
     for clip, y in zip(clips, signals):
+        level, gain = level_gain(y)
         data = encode_pcm16(y * gain, config.sample_rate)
         write_atomic(out_dir / clip.name, data)
         again = analyse(decode(data).astype(np.float32) / np.float32(gain))
         record: dict[str, Any] = {"file": clip.name, "kind": clip.kind, "column": clip.column, "gain": gain,
-                                  "round_trip": round_trip(again, clip.logmel)}
+                                  "level_dbfs": level, "round_trip": round_trip(again, clip.logmel)}
         if clip.keep is not None:
             record["kept_segments"] = explanations[clip.column].top_segments(top_k).tolist()
+            record["ramp_s"] = float(ramp_s)
             record["energy_outside_db"] = energy_ratio_db(again, clip.keep)
             record["energy_outside_input_db"] = energy_ratio_db(clip.logmel, clip.keep)
         records.append(record)
