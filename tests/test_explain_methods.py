@@ -284,3 +284,41 @@ def test_rank_masks_delete_and_insert_the_top_pixels():
     inserted = RankMasks(rank, counts, insert=True).masks(0, 3)
     assert deleted[0].all() and not deleted[2].any() and deleted[1].sum() == 7
     assert not inserted[0].any() and inserted[2].all() and inserted[1].ravel()[:5].all()
+
+
+# --- the ranking -------------------------------------------------------------------------------
+
+
+def test_the_u_ranking_orders_segments_by_u_not_by_u_per_pixel():
+    from siamese_audio.evaluation.explain.methods import SupportExplanation
+
+    labels = np.array([[0, 0, 0, 1], [1, 2, 3, 3], [3, 3, 3, 3]])  # sizes 3, 2, 1, 6
+    sizes = np.array([3, 2, 1, 6])
+    u = np.array([0.5, 0.9, 0.2, 0.8])
+    h = (1.0 - u) / sizes  # rho = -h: segment 1 (-0.05), then 3 (-0.033) ... size reorders it
+    by_rho = SupportExplanation(labels=labels, sizes=sizes, fill=-80.0, v=1.0, u_empty=0.0, u=u, h=h,
+                                n_perturbations=5)
+    by_u = dataclasses.replace(by_rho, ranking="u")
+    np.testing.assert_allclose(by_u.relevance, u - 1.0)
+    assert by_u.top_segments(4).tolist() == [1, 3, 0, 2]
+    assert by_rho.top_segments(4).tolist() == list(np.argsort(h, kind="stable"))
+    assert by_rho.top_segments(4).tolist() != by_u.top_segments(4).tolist()
+    assert by_u.rank.tolist() == [2, 0, 3, 1]
+    np.testing.assert_array_equal(by_u.relevance_map(), (u - 1.0).astype(np.float32)[labels])
+    np.testing.assert_array_equal(by_rho.relevance_map(), by_rho.rho_map())
+
+
+def test_ranking_is_validated_recorded_and_the_cli_choices_match():
+    import argparse
+
+    from siamese_audio.cli.explain import add_parser
+    from siamese_audio.evaluation.explain.methods import DEFAULT_RANKING, RANKINGS
+
+    with pytest.raises(EvaluationError, match="--ranking"):
+        MethodConfig("sinex", ranking="size")
+    assert MethodConfig("sinex", ranking="u").to_dict() == {"method": "sinex", "ranking": "u"}
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    action = next(a for a in parser._subparsers._group_actions[0].choices["explain"]._actions
+                  if a.dest == "ranking")
+    assert tuple(action.choices) == RANKINGS and action.default == DEFAULT_RANKING

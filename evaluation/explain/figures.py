@@ -18,7 +18,8 @@ from siamese_audio.features.mel import hz_to_mel, mel_to_hz
 from siamese_audio.files import save_figure
 
 #: The sentence every relevance figure carries.
-SIGN_NOTE = ("colour: relevance ρ = −h per pixel; red: this region alone keeps the match best, "
+SIGN_NOTE = ("colour: relevance (ρ = −h per pixel, or u − v per segment with --ranking u); red: this region alone "
+             "keeps the match best, "
              "blue: it keeps least of it")
 RELEVANCE_CMAP = "RdBu_r"
 
@@ -61,6 +62,14 @@ def _show_logmel(ax, image: np.ndarray, config: FeatureConfig, cmap: str = "magm
                      extent=(0.0, duration, 0.0, image.shape[0]))
 
 
+def _name(e: SupportExplanation) -> str:
+    return "ρ" if e.ranking == "rho" else "u − v"
+
+
+def _label(e: SupportExplanation) -> str:
+    return "ρ = −h" if e.ranking == "rho" else "u_i − v (segment alone)"
+
+
 def _relevance_limits(explanations: Sequence[SupportExplanation]) -> tuple[float, float]:
     """Lowest and highest rho over all supports of a figure, so that its colours compare.
 
@@ -69,8 +78,8 @@ def _relevance_limits(explanations: Sequence[SupportExplanation]) -> tuple[float
     keeps less than the whole support, and every rho is negative); the
     colour bar gives the values.
     """
-    low = min(float(e.rho.min()) for e in explanations)
-    high = max(float(e.rho.max()) for e in explanations)
+    low = min(float(e.relevance.min()) for e in explanations)
+    high = max(float(e.relevance.max()) for e in explanations)
     if high <= low:
         low, high = low - 1e-12, high + 1e-12
     return low, high
@@ -95,9 +104,9 @@ def plot_task(path: Path, query: np.ndarray, supports: np.ndarray, explanations:
     image = None
     for c, e in enumerate(explanations):
         duration = config.n_samples / config.sample_rate
-        image = axes[1, c].imshow(e.rho_map(), origin="lower", aspect="auto", cmap=RELEVANCE_CMAP, vmin=low,
+        image = axes[1, c].imshow(e.relevance_map(), origin="lower", aspect="auto", cmap=RELEVANCE_CMAP, vmin=low,
                                   vmax=high, interpolation="nearest", extent=(0.0, duration, 0.0, e.labels.shape[0]))
-        axes[1, c].set_title(f"ρ, {e.n_segments} segments", fontsize=8)
+        axes[1, c].set_title(f"{_name(e)}, {e.n_segments} segments", fontsize=8)
         _show_logmel(axes[2, c], supports[c], config)
         mark = " ✓ positive" if c == positive else ""
         axes[2, c].set_title(f"{classes[c]}: v = {v[c]:.3g}{mark}", fontsize=8,
@@ -105,7 +114,8 @@ def plot_task(path: Path, query: np.ndarray, supports: np.ndarray, explanations:
         for r in (1, 2):
             _axes_in_hz_and_seconds(axes[r, c], config, labels=c == 0)
     if image is not None:
-        fig.colorbar(image, cax=fig.add_axes((0.88, 0.38, 0.015, 0.22)), label="ρ = −h (red: highest)")
+        fig.colorbar(image, cax=fig.add_axes((0.88, 0.38, 0.015, 0.22)),
+                     label=f"{_label(explanations[0])} (red: highest)")
     fig.suptitle(f"task {task}: which parts of each support keep its similarity to the query\n{SIGN_NOTE}",
                  fontsize=9)
     save_figure(fig, path, dpi=90)
@@ -138,7 +148,7 @@ def plot_overlay(path: Path, supports: np.ndarray, explanations: Sequence[Suppor
     for ax, c in zip(axes[:, 0], columns):
         e = explanations[c]
         _show_logmel(ax, supports[c], config, cmap="gray")
-        image = ax.imshow(e.rho_map(), origin="lower", aspect="auto", cmap=RELEVANCE_CMAP, vmin=low, vmax=high,
+        image = ax.imshow(e.relevance_map(), origin="lower", aspect="auto", cmap=RELEVANCE_CMAP, vmin=low, vmax=high,
                           alpha=0.55, interpolation="nearest", extent=extent)
         borders = np.ma.masked_where(~find_boundaries(e.labels, mode="inner"), np.ones(e.labels.shape))
         ax.imshow(borders, origin="lower", aspect="auto", cmap="Greys_r", vmin=0, vmax=1, alpha=0.6,
@@ -151,11 +161,12 @@ def plot_overlay(path: Path, supports: np.ndarray, explanations: Sequence[Suppor
         scores = f"v = {v[c]:.3g}"
         if after is not None:
             scores += f"; top {top_k} only: {after[c, 0]:.3g}, top {top_k} removed: {after[c, 1]:.3g}"
-        ax.set_title(f"support {c} ({classes[c]}{mark}): {scores}\ntop {top_k} segments by ρ outlined in yellow",
+        ax.set_title(f"support {c} ({classes[c]}{mark}): {scores}\ntop {top_k} segments by {_name(e)} outlined in yellow",
                      fontsize=8)
         _axes_in_hz_and_seconds(ax, config)
     if image is not None:
-        fig.colorbar(image, cax=fig.add_axes((0.83, 0.3, 0.02, 0.4)), label="ρ = −h (red: highest)")
+        fig.colorbar(image, cax=fig.add_axes((0.83, 0.3, 0.02, 0.4)),
+                     label=f"{_label(explanations[columns[0]])} (red: highest)")
     heading = f"task {task}" + (f", query: {query_class}" if query_class else "")
     fig.suptitle(f"{heading}: {SIGN_NOTE}", fontsize=8)
     save_figure(fig, path, dpi=90)

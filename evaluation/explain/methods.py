@@ -37,6 +37,10 @@ from siamese_audio.evaluation.explain.segments import segment_sizes
 
 METHODS = ("sinex", "sinexc")
 
+#: How segments are ranked: ``rho`` (the authors' ``-h``, per pixel) or ``u`` (``u_i - v``, per segment).
+RANKINGS = ("rho", "u")
+DEFAULT_RANKING = "rho"
+
 #: Mixed into every SINEXC seed so that coalitions never share a stream with other seeded draws.
 COALITION_STREAM = 0x51E7C
 
@@ -53,11 +57,15 @@ class MethodConfig:
         SINEXC: coalitions per segment (authors: 150).
     beta : float
         SINEXC: probability that another segment joins a coalition (authors: 0.15).
+    ranking : str
+        ``"rho"``: rank (and colour, and keep for top-k) by ``rho = -h``, per pixel;
+        ``"u"``: by ``u_i - v``, the same perturbations not divided by the segment's size.
     """
 
     method: str = "sinex"
     alpha: int = 150
     beta: float = 0.15
+    ranking: str = DEFAULT_RANKING
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -67,11 +75,13 @@ class MethodConfig:
                                   f"Got {self.alpha!r}.")
         if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not 0.0 <= self.beta <= 1.0:
             raise EvaluationError(f"Expected --beta to be a probability in [0, 1]. Got {self.beta!r}.")
+        if self.ranking not in RANKINGS:
+            raise EvaluationError(f"Expected --ranking among {list(RANKINGS)}. Got {self.ranking!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         if self.method == "sinex":
-            return {"method": "sinex"}
-        return {"method": "sinexc", "alpha": self.alpha, "beta": self.beta}
+            return {"method": "sinex", "ranking": self.ranking}
+        return {"method": "sinexc", "alpha": self.alpha, "beta": self.beta, "ranking": self.ranking}
 
 
 def coalition_rng(seed: int, task: int, column: int) -> np.random.Generator:
@@ -123,6 +133,8 @@ class SupportExplanation:
         ``(v - u_i) / |R_i|``.
     n_perturbations : int
         Perturbed copies embedded (the all-filled one included).
+    ranking : str
+        What :attr:`relevance` (and so ``rank``, ``top_segments``, the maps) is: ``"rho"`` or ``"u"``.
     """
 
     labels: np.ndarray
@@ -133,6 +145,7 @@ class SupportExplanation:
     u: np.ndarray
     h: np.ndarray
     n_perturbations: int
+    ranking: str = "rho"
 
     @property
     def n_segments(self) -> int:
@@ -144,16 +157,21 @@ class SupportExplanation:
         return -self.h
 
     @property
+    def relevance(self) -> np.ndarray:
+        """The ranking's score [shape=(K,)]: ``rho`` or ``u - v`` (high: the segment alone keeps the match)."""
+        return self.rho if self.ranking == "rho" else self.u - self.v
+
+    @property
     def rank(self) -> np.ndarray:
         """Rank of each segment by decreasing relevance (0: most relevant; ties by label) [shape=(K,)]."""
-        order = np.argsort(-self.rho, kind="stable")
+        order = np.argsort(-self.relevance, kind="stable")
         rank = np.empty_like(order)
         rank[order] = np.arange(order.size)
         return rank
 
     def top_segments(self, k: int) -> np.ndarray:
         """Labels of the ``k`` most relevant segments (fewer when the support has fewer)."""
-        return np.argsort(-self.rho, kind="stable")[:k]
+        return np.argsort(-self.relevance, kind="stable")[:k]
 
     def h_map(self) -> np.ndarray:
         """``h`` of every pixel [shape=(n_mels, n_frames), dtype=float32]."""
@@ -162,6 +180,10 @@ class SupportExplanation:
     def rho_map(self) -> np.ndarray:
         """``rho`` of every pixel [shape=(n_mels, n_frames), dtype=float32]."""
         return (-self.h).astype(np.float32)[self.labels]
+
+    def relevance_map(self) -> np.ndarray:
+        """:attr:`relevance` of every pixel [shape=(n_mels, n_frames), dtype=float32]."""
+        return self.relevance.astype(np.float32)[self.labels]
 
 
 def _check_labels(labels: Sequence[np.ndarray], supports: np.ndarray) -> None:
@@ -191,7 +213,8 @@ def finish(labels: np.ndarray, fill: float, v: float, scores: np.ndarray, config
     u = per_segment if config.method == "sinex" else per_segment.reshape(k, config.alpha).mean(axis=1)
     h = (float(v) - u) / sizes
     return SupportExplanation(labels=labels.astype(np.int32, copy=False), sizes=sizes, fill=float(fill), v=float(v),
-                              u_empty=float(scores[-1]), u=u, h=h, n_perturbations=int(scores.size))
+                              u_empty=float(scores[-1]), u=u, h=h, n_perturbations=int(scores.size),
+                              ranking=config.ranking)
 
 
 def explain_supports(

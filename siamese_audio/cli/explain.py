@@ -79,6 +79,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--fill", default="floor", metavar="floor|DB",
                    help="level of filled pixels: each support's own floor (default) or a dB value "
                         "(-80 reproduces the authors)")
+    # Literal here to keep --help fast; tests/test_explain_cli.py checks them against methods.RANKINGS.
+    p.add_argument("--ranking", choices=("rho", "u"), default="rho",
+                   help="rank, colour and keep segments by rho = -h (per pixel, the authors') or by u (u_i - v, "
+                        "per segment); faithfulness measures both orders (default rho)")
     p.add_argument("--alpha", type=int, default=150, help="SINEXC coalitions per segment (default 150)")
     p.add_argument("--beta", type=float, default=0.15, help="SINEXC probability of another segment (default 0.15)")
     p.add_argument("--top-k", type=int, default=3, metavar="K",
@@ -125,7 +129,7 @@ def settings_from_args(args: argparse.Namespace):
     return ExplainSettings(
         ways=args.ways, runs=args.runs, seed=args.seed, same_source_ok=args.same_source_ok, task_ids=task_ids,
         n_tasks=n_tasks,
-        method=MethodConfig(args.method, alpha=args.alpha, beta=args.beta),
+        method=MethodConfig(args.method, alpha=args.alpha, beta=args.beta, ranking=args.ranking),
         segmenter=SegmenterConfig.defaults(args.method, args.segmenter, scale=args.scale, sigma=args.sigma,
                                            min_size=args.min_size, n_segments=args.n_segments,
                                            compactness=args.compactness),
