@@ -152,7 +152,7 @@ def markdown(record: dict, summary: dict, overlays: list[tuple[str, dict, str]],
               "curves per order (bands: 95% interval of ρ's mean, ±1 sd of a random order)"]
     for category, task, name in overlays:
         pos = task["supports"][task["positive"]]
-        lines.append(f"- `{name}`: {category}, task {task['task']}, query {task['query']['class']}: positive "
+        lines.append(f"- `{name}` (segments by {args.ranking}): {category}, task {task['task']}, query {task['query']['class']}: positive "
                      f"support v = {pos['v']:.3f}, top-{args.top_k} only {pos.get('v_top_kept', float('nan')):.3f}, "
                      f"top-{args.top_k} removed {pos.get('v_top_removed', float('nan')):.3f}; "
                      f"{'correct' if task['correct'] else 'wrong'}")
@@ -176,6 +176,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=60, help="test tasks to explain (default 60)")
     parser.add_argument("--random-orders", type=int, default=10)
     parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--ranking", choices=("rho", "u"), default="rho",
+                        help="what the overlays show and outline (default rho: SINEX's ranking, under judgement)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, default=None, help="training budget when training")
     parser.add_argument("--no-sanity", action="store_true")
@@ -191,7 +193,7 @@ def main() -> None:
         shutil.rmtree(explain_dir)
     t0 = time.perf_counter()
     command = ["explain", str(checkpoint), "--features", str(features), "--split", str(split),
-               "--tasks", str(args.tasks), "--random-orders", str(args.random_orders), "--top-k", str(args.top_k),
+               "--tasks", str(args.tasks), "--random-orders", str(args.random_orders), "--top-k", str(args.top_k), "--ranking", args.ranking,
                "--seed", str(args.seed), "--no-sonify", "--device", "cpu", "--out", str(explain_dir), "--json"]
     if not args.no_sanity:
         command.append("--sanity")

@@ -6,6 +6,7 @@ Every figure that shows relevance says how to read it: colour is
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -140,7 +141,9 @@ def plot_overlay(path: Path, supports: np.ndarray, explanations: Sequence[Suppor
     width = 7.5
     height = len(columns) * min(3.2, width / aspect * 0.8) + 0.9
     fig, axes = plt.subplots(len(columns), 1, figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=0.1, right=0.8, bottom=0.5 / height, top=1 - 0.85 / height, hspace=0.5)
+    height += 0.35 * len(columns)  # room for two-line titles and the axis label between panels
+    fig.set_size_inches(width, height)
+    fig.subplots_adjust(left=0.1, right=0.8, bottom=0.5 / height, top=1 - 1.35 / height, hspace=0.75)
     low, high = _relevance_limits([explanations[c] for c in columns])
     duration = config.n_samples / config.sample_rate
     extent = (0.0, duration, 0.0, config.n_mels)
@@ -168,7 +171,7 @@ def plot_overlay(path: Path, supports: np.ndarray, explanations: Sequence[Suppor
         fig.colorbar(image, cax=fig.add_axes((0.83, 0.3, 0.02, 0.4)),
                      label=f"{_label(explanations[columns[0]])} (red: highest)")
     heading = f"task {task}" + (f", query: {query_class}" if query_class else "")
-    fig.suptitle(f"{heading}: {SIGN_NOTE}", fontsize=8)
+    fig.suptitle(f"{heading}\n" + "\n".join(textwrap.wrap(SIGN_NOTE, 110)), fontsize=8)
     save_figure(fig, path, dpi=90)
     return Path(path)
 

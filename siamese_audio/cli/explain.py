@@ -80,9 +80,9 @@ def add_parser(subparsers: Any) -> None:
                    help="level of filled pixels: each support's own floor (default) or a dB value "
                         "(-80 reproduces the authors)")
     # Literal here to keep --help fast; tests/test_explain_cli.py checks them against methods.RANKINGS.
-    p.add_argument("--ranking", choices=("rho", "u"), default="rho",
-                   help="rank, colour and keep segments by rho = -h (per pixel, the authors') or by u (u_i - v, "
-                        "per segment); faithfulness measures both orders (default rho)")
+    p.add_argument("--ranking", choices=("rho", "u"), default="u",
+                   help="rank, colour and keep segments by u (u_i - v, per segment; the more faithful on a real "
+                        "model) or by rho = -h (per pixel, the authors'); faithfulness measures both (default u)")
     p.add_argument("--alpha", type=int, default=150, help="SINEXC coalitions per segment (default 150)")
     p.add_argument("--beta", type=float, default=0.15, help="SINEXC probability of another segment (default 0.15)")
     p.add_argument("--top-k", type=int, default=3, metavar="K",
