@@ -41,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import REPO, write_results  # noqa: E402
 
 from siamese_audio.cli import main as cli  # noqa: E402
+from siamese_audio.evaluation.explain.report import run_summary  # noqa: E402
+from siamese_audio.evaluation.explain.report import stat_text as _stat  # noqa: E402
 
 #: ESC-50's macro-categories: ``target // 10`` in meta/esc50.csv.
 CATEGORIES = ("animals", "natural soundscapes", "human, non-speech", "interior/domestic", "exterior/urban")
@@ -62,25 +64,16 @@ def category_of_class(esc50_dir: Path) -> dict[str, str]:
     return {str(r.category): CATEGORIES[int(r.target) // 10] for r in meta.itertuples()}
 
 
-def _stat(stat: dict | None, digits: int = 3) -> str:
-    if not stat or stat.get("mean") is None:
-        return "n/a"
-    low, high = stat["ci95"]
-    return f"{stat['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
 def prepare(args) -> tuple[Path, Path, Path]:
     """The feature version, split and checkpoint to explain (built, written and trained when not given)."""
     features, split, checkpoint = args.features, args.split, args.checkpoint
     work = args.out / "work"
     if features is None:
-        built = work / "build.json"
         work.mkdir(parents=True, exist_ok=True)
         run(["-q", "build", "esc50", str(args.esc50_dir), "--store", str(work / "store"), "--crop-long",
              "--no-progress", "--json"])  # prints the version; find it on disk
         versions = sorted((work / "store" / "esc50").iterdir())
         features = versions[-1]
-        built.write_text(json.dumps({"features": str(features)}))
     if split is None:
         split = work / "report-split.parquet"
         if not split.exists():
@@ -200,8 +193,6 @@ def main() -> None:
     run(command)
     seconds = time.perf_counter() - t0
     record = json.loads((explain_dir / "explain.json").read_text())
-    from siamese_audio.evaluation.explain.report import run_summary
-
     summary = run_summary(record, explain_dir)
     categories = category_of_class(args.esc50_dir)
     args.figures_dir.mkdir(parents=True, exist_ok=True)

@@ -186,8 +186,9 @@ def flip_fraction(deletion: np.ndarray, scores: np.ndarray, column: int) -> floa
     return float("nan")
 
 
-def _win(a: float, b: float) -> float:
-    return 1.0 if a > b else 0.5 if a == b else 0.0
+def _win(a, b):
+    """1 where ``a > b``, 0.5 on ties, 0 otherwise (elementwise)."""
+    return (np.greater(a, b) + 0.5 * np.equal(a, b)).astype(np.float64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,8 +232,7 @@ class SupportFaithfulness:
             aopc(self.deletion_random)
         i_rho, i_rev, i_rand = float(insertion_area(self.insertion_rho)), \
             float(insertion_area(self.insertion_reverse)), insertion_area(self.insertion_random)
-        wins = float(np.mean((a_rho > a_rand) + 0.5 * (a_rho == a_rand)))
-        wins_ins = float(np.mean((i_rho > i_rand) + 0.5 * (i_rho == i_rand)))
+        wins, wins_ins = float(np.mean(_win(a_rho, a_rand))), float(np.mean(_win(i_rho, i_rand)))
         flips = self.flip_random[np.isfinite(self.flip_random)]
         a_size, a_small = float(aopc(self.deletion_size)), float(aopc(self.deletion_size_small))
         return {
@@ -248,7 +248,7 @@ class SupportFaithfulness:
             "flip_u": self.flip_u,
             "aopc_size": a_size, "area_size": float(insertion_area(self.insertion_size)),
             "aopc_size_small": a_small, "area_size_small": float(insertion_area(self.insertion_size_small)),
-            "win_size": _win(a_rho, a_size), "win_size_small": _win(a_rho, a_small),
+            "win_size": float(_win(a_rho, a_size)), "win_size_small": float(_win(a_rho, a_small)),
             "gap_rho": float(curve_gap(self.insertion_rho, self.deletion_rho)),
             "gap_random_mean": float(curve_gap(self.insertion_random, self.deletion_random).mean()),
             "gap_reverse": float(curve_gap(self.insertion_reverse, self.deletion_reverse)),

@@ -185,7 +185,8 @@ def run_summary(record: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _stat(stat: Mapping[str, Any] | None, digits: int = 3) -> str:
+def stat_text(stat: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """``mean [low, high]`` of a :func:`~evaluation.explain.faithfulness.bootstrap_mean` result; ``n/a`` if empty."""
     if not stat or stat.get("mean") is None:
         return "n/a"
     low, high = stat["ci95"]
@@ -211,24 +212,24 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
     if faith:
         lines += [
             f"faithfulness over {faith['n_supports']} supports (mean, 95% bootstrap CI; logits):",
-            f"  AOPC by rho {_stat(faith['aopc_rho'])}, random {_stat(faith['aopc_random_mean'])}, "
-            f"reverse {_stat(faith['aopc_reverse'])}",
-            f"  delta AOPC {_stat(faith['delta_aopc'])}, delta insertion area {_stat(faith['delta_area'])}, "
-            f"win rate {_stat(faith['win_rate'], 2)}",
-            f"  decision flip at {_stat(faith['flip_rho'], 2)} of pixels by rho, random "
-            f"{_stat(faith['flip_random_mean'], 2)}, reverse {_stat(faith['flip_reverse'], 2)}",
-            f"  segment size alone: AOPC largest first {_stat(faith.get('aopc_size'))}, smallest first "
-            f"{_stat(faith.get('aopc_size_small'))}; rho beats them on {_stat(faith.get('win_size'), 2)} / "
-            f"{_stat(faith.get('win_size_small'), 2)} of the supports",
-            f"  insertion - deletion area by rho {_stat(faith.get('gap_rho'))}, random "
-            f"{_stat(faith.get('gap_random_mean'))}",
-            f"  reference, segments by u alone (not per pixel): AOPC {_stat(faith['aopc_u'])}, "
-            f"flip at {_stat(faith['flip_u'], 2)}",
+            f"  AOPC by rho {stat_text(faith['aopc_rho'])}, random {stat_text(faith['aopc_random_mean'])}, "
+            f"reverse {stat_text(faith['aopc_reverse'])}",
+            f"  delta AOPC {stat_text(faith['delta_aopc'])}, delta insertion area {stat_text(faith['delta_area'])}, "
+            f"win rate {stat_text(faith['win_rate'], 2)}",
+            f"  decision flip at {stat_text(faith['flip_rho'], 2)} of pixels by rho, random "
+            f"{stat_text(faith['flip_random_mean'], 2)}, reverse {stat_text(faith['flip_reverse'], 2)}",
+            f"  segment size alone: AOPC largest first {stat_text(faith.get('aopc_size'))}, smallest first "
+            f"{stat_text(faith.get('aopc_size_small'))}; rho beats them on {stat_text(faith.get('win_size'), 2)} / "
+            f"{stat_text(faith.get('win_size_small'), 2)} of the supports",
+            f"  insertion - deletion area by rho {stat_text(faith.get('gap_rho'))}, random "
+            f"{stat_text(faith.get('gap_random_mean'))}",
+            f"  reference, segments by u alone (not per pixel): AOPC {stat_text(faith['aopc_u'])}, "
+            f"flip at {stat_text(faith['flip_u'], 2)}",
         ]
     for stage in summary.get("sanity", []):
         verdict = {True: "passes", False: "FAILS", None: "n/a"}[stage.get("passes")]
         lines.append(f"sanity: randomised down to {stage['randomised_down_to']}: Spearman with the trained model "
-                     f"on h {_stat(stage.get('spearman_h'), 2)}, on v-u {_stat(stage.get('spearman_vu'), 2)}; "
+                     f"on h {stat_text(stage.get('spearman_h'), 2)}, on v-u {stat_text(stage.get('spearman_vu'), 2)}; "
                      f"{stage['n_flagged']}/{stage['n']} survived (h > 0.5), {stage.get('n_inverted', 0)} inverted "
                      f"(< -0.5); {verdict}")
     if summary.get("rho_size_abs_spearman_mean") is not None:
