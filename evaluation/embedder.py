@@ -50,3 +50,21 @@ class Embedder(Protocol):
         np.ndarray [shape=(P,), dtype=float32]
         """
         ...
+
+
+@runtime_checkable
+class LocalEmbedder(Protocol):
+    """An :class:`Embedder` that can embed copies of one clip recomputing only what they change.
+
+    Explanations use it where an embedder offers it (see
+    :mod:`siamese_audio.training.incremental`); the embeddings must equal
+    :meth:`Embedder.embed`'s up to float rounding.
+    """
+
+    def local_context(self, base: np.ndarray) -> object | None:
+        """Whatever :meth:`embed_local` needs of ``base`` [shape=(n_mels, n_frames)]; ``None``: not supported."""
+        ...
+
+    def embed_local(self, context: object, x: np.ndarray) -> np.ndarray:
+        """Embed copies of the context's base [shape=(B, n_mels, n_frames)] -> [shape=(B, D), dtype=float32]."""
+        ...

@@ -461,5 +461,6 @@ def load_embedder(
     model = model_from_checkpoint(payload, torch_device)
     train_config = train_config_from_dict(payload["train_config"])
     embedder = TorchEmbedder(model, torch_device, batch_size=train_config.eval_batch_size,
-                             similarity_kind=similarity_kind(train_config.loss), precision=precision)
+                             similarity_kind=similarity_kind(train_config.loss), precision=precision,
+                             channels_last=True)
     return embedder, checkpoint_meta(payload)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from siamese_audio.errors import TrainingError
+from siamese_audio.training.incremental import LocalContext, embed_local, local_context
 from siamese_audio.training.model import SiameseNet
 
 
@@ -65,11 +66,20 @@ class TorchEmbedder:
     precision : str
         ``"auto"`` or ``"bf16"``: bf16 autocast on CUDA for the encoder; ``"fp32"``: float32
         everywhere. The similarity head always runs in float32.
+    channels_last : bool
+        On the CPU, convert the model's convolution weights to channels-last strides
+        (in place; for a model the embedder owns, as :func:`~training.checkpoint.load_embedder`'s):
+        PyTorch's CPU max-pooling is ~10x faster in that layout, and the ``cpu-esc50``
+        encoder runs 1.3-1.4x faster per clip (same embeddings up to float rounding).
+
+    Explanations embed perturbed copies of a support with :meth:`embed_local`
+    (incremental embedding, :mod:`~siamese_audio.training.incremental`) on the CPU;
+    on CUDA :meth:`local_context` returns ``None`` and they use full batches.
     """
 
     def __init__(
         self, model: SiameseNet, device: torch.device, *, batch_size: int = 64, similarity_kind: str = "logit",
-        precision: str = "auto",
+        precision: str = "auto", channels_last: bool = False,
     ) -> None:
         if similarity_kind not in SIMILARITY_KINDS:
             raise TrainingError(f"Expected similarity_kind among {list(SIMILARITY_KINDS)}. Got {similarity_kind!r}.")
@@ -78,6 +88,9 @@ class TorchEmbedder:
         self.batch_size = batch_size if torch.device(device).type == "cuda" else min(batch_size, CPU_FORWARD_BATCH)
         self.similarity_kind = similarity_kind
         self.precision = precision
+        self.channels_last = bool(channels_last) and torch.device(device).type == "cpu"
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
 
     @contextlib.contextmanager
     def _inference(self):
@@ -100,6 +113,27 @@ class TorchEmbedder:
         if not out:
             return np.zeros((0, self.model.config.fc_units), dtype=np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
+
+    def local_context(self, base: np.ndarray) -> LocalContext | None:
+        """Cached feature maps of ``base`` [shape=(n_mels, n_frames)] for :meth:`embed_local`.
+
+        ``None`` where the network is not one incremental embedding applies to
+        (:func:`~siamese_audio.training.incremental.local_plan`), and on CUDA (full
+        batches there; the incremental path has only been measured on a CPU).
+        """
+        if torch.device(self.device).type != "cpu":
+            return None
+        with self._inference():
+            return local_context(self.model, base, self.device)
+
+    def embed_local(self, context: LocalContext, x: np.ndarray) -> np.ndarray:
+        """:meth:`embed` of copies of ``context.base`` [shape=(B, n_mels, n_frames)], recomputing only what changed.
+
+        Equal to :meth:`embed` up to float rounding; copies that change most of
+        the clip run the full forward pass.
+        """
+        with self._inference():
+            return embed_local(self.model, context, x, self.device, batch_size=self.batch_size)
 
     def _head(self, a: np.ndarray, b: np.ndarray) -> torch.Tensor:
         """Logits (or negative distances) of embedding pairs, in float32 without autocast."""
@@ -201,4 +235,5 @@ def randomisation_cascade(embedder: TorchEmbedder, *, seed: int) -> Iterator[tup
                     for param in module.parameters(recurse=False):
                         param.normal_(0.0, 0.02)
         yield name, TorchEmbedder(model, embedder.device, batch_size=embedder.batch_size,
-                                  similarity_kind=embedder.similarity_kind, precision=embedder.precision)
+                                  similarity_kind=embedder.similarity_kind, precision=embedder.precision,
+                                  channels_last=embedder.channels_last)

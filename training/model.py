@@ -80,7 +80,17 @@ class Encoder(nn.Module):
         h = x.unsqueeze(1)
         if self.input_pool != (1, 1):
             h = F.avg_pool2d(h, self.input_pool)
-        h = self.layers(h)
+        return self.tail(h, 0)
+
+    def tail(self, h: torch.Tensor, start: int) -> torch.Tensor:
+        """Run ``layers[start:]``, then the global pooling and projection, on feature maps (B, C, H, W).
+
+        ``tail(h, 0)`` on the input-pooled spectrogram is the whole encoder; incremental
+        embedding (:mod:`~siamese_audio.training.incremental`) runs it from the end of the
+        convolutional part.
+        """
+        for module in list(self.layers)[start:]:
+            h = module(h)
         if self.project is None:
             return h
         if self.global_pool == "avg":
@@ -153,7 +163,10 @@ class SiameseNet(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """[shape=(B, n_mels, n_frames)] -> [shape=(B, fc_units)] (test-time crops, then centring, if configured)."""
-        z = self.embed_raw(x)
+        return self.center(self.embed_raw(x))
+
+    def center(self, z: torch.Tensor) -> torch.Tensor:
+        """Subtract the training-clip mean embedding from ``z`` [shape=(B, fc_units)] where configured."""
         if self.config.embed_center:
             z = z - self.embed_mean.to(z.dtype)
         return z

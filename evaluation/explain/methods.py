@@ -223,7 +223,7 @@ def finish(labels: np.ndarray, fill: float, v: float, scores: np.ndarray, config
 def explain_supports(
     embedder: Embedder, query_embedding: np.ndarray, supports: np.ndarray, v: Sequence[float],
     labels: Sequence[np.ndarray], fills: Sequence[float], config: MethodConfig, *,
-    rngs: Sequence[np.random.Generator | None] | None = None, batch_size: int = 64,
+    rngs: Sequence[np.random.Generator | None] | None = None, batch_size: int = 64, local: bool = True,
 ) -> list[SupportExplanation]:
     """Explain every support of one task, batched (one queue across the supports).
 
@@ -243,6 +243,8 @@ def explain_supports(
     rngs : sequence of numpy Generator, optional
         SINEXC: one per support (:func:`coalition_rng`).
     batch_size : int
+    local : bool
+        Incremental embedding where the embedder offers it (``score_queue``'s ``local``).
 
     Returns
     -------
@@ -252,7 +254,7 @@ def explain_supports(
     _check_labels(labels, supports)
     rngs = list(rngs) if rngs is not None else [None] * len(labels)
     jobs = plan_jobs(labels, config, rngs)
-    scores = score_queue(embedder, query_embedding, supports, fills, jobs, batch_size=batch_size)
+    scores = score_queue(embedder, query_embedding, supports, fills, jobs, batch_size=batch_size, local=local)
     return [finish(lab, fills[c], v[c], scores[c], config) for c, lab in enumerate(labels)]
 
 
