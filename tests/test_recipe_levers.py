@@ -113,6 +113,23 @@ def test_bf16_autocast_runs_on_the_cpu_only_when_asked():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
 
 
+def test_channels_last_training_is_seeded_and_matches_contiguous_weights(tmp_path):
+    """A speed option only: the same seed gives the same weights, and (to float rounding) those of the default."""
+    data, _ = texture_data()
+    config = dataclasses.replace(PLAIN_TRAIN, max_epochs=3, eval_every=3, eval_tasks=20)
+    fast = dataclasses.replace(config, channels_last=True)
+    runs = [fit(data, PLAIN_MODEL, c, tmp_path / name, device="cpu", progress=False)
+            for name, c in (("a", fast), ("b", fast), ("plain", config))]
+    states = [load_checkpoint(tmp_path / name / "last.pt")["model_state"] for name in ("a", "b", "plain")]
+    assert load_checkpoint(runs[0].best_checkpoint)["train_config"]["channels_last"] is True
+    for name, tensor in states[0].items():
+        assert torch.equal(tensor, states[1][name]), name
+        if torch.is_floating_point(tensor):
+            np.testing.assert_allclose(tensor.numpy(), states[2][name].numpy(), rtol=1e-3, atol=1e-4, err_msg=name)
+    with pytest.raises(TrainingError, match="channels_last"):
+        dataclasses.replace(config, channels_last="yes")
+
+
 # ----------------------------------------------------------------------------- averaging, centring, crops
 
 

@@ -421,6 +421,8 @@ def fit(
         described = describe(model_config=model_config, train_config=train_config, input_shape=data.shape,
                              run_meta=data.run_meta())
         model = build_model(model_config, data.shape, seed=train_config.seed).to(torch_device)
+        if train_config.channels_last and torch_device.type == "cpu":
+            model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model.parameters(), train_config)
         rng = np.random.default_rng(train_config.seed)
         if resume:
