@@ -82,14 +82,14 @@ def score_queue(
     list of np.ndarray [shape=(len(job.masks),), dtype=float32]
         One array per job, in order.
     """
-    if local and isinstance(embedder, LocalEmbedder):
-        out = score_local(embedder, query_embedding, supports, fills, jobs, batch_size=batch_size)
-        if out is not None:
-            return out
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise EvaluationError(f"Expected batch_size to be a positive integer. Got {batch_size!r}.")
     supports = np.asarray(supports, dtype=np.float32)
     _check_inputs(supports, fills, jobs)
+    if local and isinstance(embedder, LocalEmbedder):
+        out = score_local(embedder, query_embedding, supports, fills, jobs, batch_size=batch_size)
+        if out is not None:
+            return out
     query = np.asarray(query_embedding, dtype=np.float32).reshape(1, -1)
     out = [np.empty(len(job.masks), dtype=np.float32) for job in jobs]
     buffer = np.empty((batch_size, *supports.shape[1:]), dtype=np.float32)
@@ -135,12 +135,8 @@ def score_local(
     all-filled support where the chunk keeps under half of the pixels (SINEX keeps
     one segment, an insertion curve its first few), the support itself otherwise
     (a deletion curve's first steps). Each base's feature maps are computed once
-    per job.
+    per job. Inputs as :func:`score_queue` has checked them.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise EvaluationError(f"Expected batch_size to be a positive integer. Got {batch_size!r}.")
-    supports = np.asarray(supports, dtype=np.float32)
-    _check_inputs(supports, fills, jobs)
     if not jobs:
         return []
     query = np.asarray(query_embedding, dtype=np.float32).reshape(1, -1)
