@@ -5,7 +5,9 @@ embeds the split's **validation** clips with each, and scores the same C-way one
 training's validation draws (:func:`evaluation.evaluator.evaluate_one_shot`, the same seed, runs
 and positive rule), for each network and for the ensemble: the cosine of the concatenated unit
 embeddings, i.e. the mean of the networks' cosines. Prints each accuracy with its number of tasks
-and 95% Wilson interval. It never reads the test classes: an ensemble is a recipe choice, made on
+and 95% Wilson interval, then the ensemble's gain over its best member on the *same* tasks (a paired
+difference with its 95% normal interval, narrower than two Wilson intervals side by side); with
+``--results-name`` the table goes to ``docs/results/<NAME>.md``. It never reads the test classes: an ensemble is a recipe choice, made on
 validation (issue 20). Cosine-head networks only (``cpu-esc50``, ``cpu-audiomnist``)::
 
     .venv/bin/python benchmarks/bench_ensemble.py RUN_A/best.pt RUN_B/best.pt \\
@@ -15,17 +17,22 @@ validation (issue 20). Cosine-head networks only (``cpu-esc50``, ``cpu-audiomnis
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from siamese_audio.evaluation.evaluator import evaluate_one_shot
-from siamese_audio.features.reader import open_version
-from siamese_audio.manifests.split_catalog import clip_rows, clip_sources
-from siamese_audio.manifests.splits import read_split
-from siamese_audio.training.checkpoint import load_embedder
-from siamese_audio.training.loop import validation_runs
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results import write_results  # noqa: E402
+
+from siamese_audio.evaluation.evaluator import evaluate_one_shot  # noqa: E402
+from siamese_audio.features.reader import open_version  # noqa: E402
+from siamese_audio.manifests.split_catalog import clip_rows, clip_sources  # noqa: E402
+from siamese_audio.manifests.splits import read_split  # noqa: E402
+from siamese_audio.training.checkpoint import load_embedder  # noqa: E402
+from siamese_audio.training.loop import validation_runs  # noqa: E402
 
 
 class Ensemble:
@@ -45,6 +52,27 @@ class Ensemble:
         return (np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64)).sum(axis=1).astype(np.float32)
 
 
+def paired_gain(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over the same tasks, with its 95% normal interval.
+
+    Parameters
+    ----------
+    a, b : ndarray of bool, shape (n_tasks,)
+        Per-task correctness of two embedders scored on the same tasks.
+
+    Returns
+    -------
+    tuple of float
+        ``(gain, low, high)``.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or a.size < 2:
+        raise ValueError(f"expected two per-task vectors of one length >= 2; got shapes {np.shape(a)}, {np.shape(b)}")
+    d = a - b
+    half = 1.96 * d.std(ddof=1) / np.sqrt(d.size)
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="+", type=Path, help="two or more best.pt of one split")
@@ -54,6 +82,11 @@ def main() -> None:
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--versus", type=Path, default=None,
+                        help="a single network with the same budget (e.g. the preset's own run), scored on the same "
+                             "tasks and compared with the ensemble, paired")
+    parser.add_argument("--results-name", default="", help="also write docs/results/<NAME>.md")
+    parser.add_argument("--note", default="", help="a line for the results file: how the members were trained")
     args = parser.parse_args()
     if len(args.checkpoints) < 2:
         parser.error(f"expected two or more checkpoints; got {len(args.checkpoints)}")
@@ -61,20 +94,53 @@ def main() -> None:
     version = open_version(args.features)
     rows = clip_rows(read_split(args.split), version)["validation"]
     sources = clip_sources(version, rows)
-    members = []
+    members, epochs = [], []
     for path in args.checkpoints:
-        embedder, _ = load_embedder(path, "cpu")
+        embedder, payload = load_embedder(path, "cpu")
         head = getattr(embedder.model.config, "head", "difference")
         if head != "cosine":
             parser.error(f"{path}: expected a cosine-head network (cpu-esc50, cpu-audiomnist); its head is {head!r}")
         members.append((str(path), embedder))
+        epochs.append(payload.get("epoch", ""))
+    single = None
+    if args.versus is not None:
+        single, payload = load_embedder(args.versus, "cpu")
+        single_epoch = payload.get("epoch", "")
     runs = validation_runs(args.tasks, len(rows))
     print(f"validation classes {sorted(rows)}; {runs} tasks per class, {args.ways}-way, seed {args.seed}")
-    for name, embedder in [*members, ("ensemble of all", Ensemble([e for _, e in members]))]:
+    lines = ["| network | validation accuracy | 95% CI | tasks | best epoch |", "|---|---|---|---|---|"]
+    results = []
+    for i, (name, embedder) in enumerate([*members, ("ensemble of all", Ensemble([e for _, e in members]))]):
         result = evaluate_one_shot(embedder, version.read, rows, ways=args.ways, runs=runs, seed=args.seed,
                                    class_sources=sources)
+        results.append(result)
         low, high = result.ci95
         print(f"  {name}: {result.accuracy:.3f} [{low:.3f}, {high:.3f}] ({result.n_tasks} tasks)", flush=True)
+        epoch = epochs[i] if i < len(members) else "-"
+        lines.append(f"| `{name}` | **{result.accuracy:.3f}** | [{low:.3f}, {high:.3f}] | {result.n_tasks} | {epoch} |")
+    best = max(range(len(members)), key=lambda i: results[i].accuracy)
+    gain, low, high = paired_gain(results[-1].correct, results[best].correct)
+    verdicts = [f"ensemble minus its best member (`{members[best][0]}`) on the same {results[-1].n_tasks} tasks: "
+                f"{gain:+.3f} [{low:+.3f}, {high:+.3f}] (paired, 95%)"]
+    if single is not None:
+        result = evaluate_one_shot(single, version.read, rows, ways=args.ways, runs=runs, seed=args.seed,
+                                   class_sources=sources)
+        low, high = result.ci95
+        print(f"  {args.versus} (versus): {result.accuracy:.3f} [{low:.3f}, {high:.3f}] ({result.n_tasks} tasks)")
+        lines.append(f"| `{args.versus}` (single network, versus) | **{result.accuracy:.3f}** | [{low:.3f}, {high:.3f}] "
+                     f"| {result.n_tasks} | {single_epoch} |")
+        gain, low, high = paired_gain(results[-1].correct, result.correct)
+        verdicts.append(f"ensemble minus the single network (`{args.versus}`) on the same tasks: "
+                        f"{gain:+.3f} [{low:+.3f}, {high:+.3f}] (paired, 95%)")
+    verdict = ";\n".join(verdicts)
+    for line in verdicts:
+        print(f"  {line}", flush=True)
+    if args.results_name:
+        body = (f"Validation classes {sorted(rows)} of `{args.split}`; {args.ways}-way one-shot, {runs} tasks per "
+                f"class, seed {args.seed}, positives from another recording. Ensemble = mean cosine of the members' "
+                f"unit embeddings. Test classes are not read.\n\n"
+                + (f"{args.note}\n\n" if args.note else "") + "\n".join(lines) + f"\n\n{verdict}.\n")
+        write_results(args.results_name, body, title="Checkpoint ensembles on validation classes")
 
 
 if __name__ == "__main__":
