@@ -10,8 +10,8 @@ log-mel cosine baseline on the same tasks. Test classes are never read.
     .venv/bin/python benchmarks/bench_recipe.py --features STORE/esc50/VERSION --split splits/report.parquet \
         [--variants recipe,+ema,...] [--steps 400] [--tasks 2000] [--threads 2] [--out bench-output/recipe]
 
-``--list`` prints the variants. The table goes to ``docs/results/recipe-<split>.md``
-(``benchmarks/results.py``); each row's command is the same line with ``--variants NAME``.
+``--list`` prints the variants. The table goes to ``docs/results/recipe-<split>.md``, or
+``docs/results/<NAME>.md`` with ``--results-name`` (``benchmarks/results.py``); each row's command is the same line with ``--variants NAME``.
 """
 
 from __future__ import annotations
@@ -164,6 +164,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench-output/recipe"))
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
+    parser.add_argument("--results-name", default="",
+                        help="docs/results/<NAME>.md (default recipe-<split>: a second ablation keeps the first)")
     args = parser.parse_args()
     if args.list:
         for name, (what, m, t) in VARIANTS.items():
@@ -221,7 +223,7 @@ def main() -> None:
     lines += verdict(rows)
     text = "\n".join(lines) + "\n"
     print(text)
-    write_results(f"recipe-{split_name}", text, title=f"CPU recipe ablation on {split_name} validation classes")
+    write_results(args.results_name or f"recipe-{split_name}", text, title=f"CPU recipe ablation on {split_name} validation classes")
 
 
 if __name__ == "__main__":
