@@ -6,8 +6,9 @@ training's validation draws (:func:`evaluation.evaluator.evaluate_one_shot`, the
 and positive rule), for each network and for the ensemble: the cosine of the concatenated unit
 embeddings, i.e. the mean of the networks' cosines. Prints each accuracy with its number of tasks
 and 95% Wilson interval, then the ensemble's gain over its best member on the *same* tasks (a paired
-difference with its 95% normal interval, narrower than two Wilson intervals side by side); with
-``--results-name`` the table goes to ``docs/results/<NAME>.md``. It never reads the test classes: an ensemble is a recipe choice, made on
+difference with its 95% normal interval, narrower than two Wilson intervals side by side), and with
+``--versus`` over a single network of the same budget; with ``--results-name`` the table goes to
+``docs/results/<NAME>.md``. It never reads the test classes: an ensemble is a recipe choice, made on
 validation (issue 20). Cosine-head networks only (``cpu-esc50``, ``cpu-audiomnist``)::
 
     .venv/bin/python benchmarks/bench_ensemble.py RUN_A/best.pt RUN_B/best.pt \\
@@ -94,43 +95,37 @@ def main() -> None:
     version = open_version(args.features)
     rows = clip_rows(read_split(args.split), version)["validation"]
     sources = clip_sources(version, rows)
-    members, epochs = [], []
+    members = []  # (name, embedder, epoch of its best.pt)
     for path in args.checkpoints:
         embedder, payload = load_embedder(path, "cpu")
         head = getattr(embedder.model.config, "head", "difference")
         if head != "cosine":
             parser.error(f"{path}: expected a cosine-head network (cpu-esc50, cpu-audiomnist); its head is {head!r}")
-        members.append((str(path), embedder))
-        epochs.append(payload.get("epoch", ""))
-    single = None
+        members.append((f"`{path}`", embedder, payload.get("epoch", "")))
+    scored = [*members, ("ensemble of all", Ensemble([e for _, e, _ in members]), "-")]
     if args.versus is not None:
         single, payload = load_embedder(args.versus, "cpu")
-        single_epoch = payload.get("epoch", "")
+        scored.append((f"`{args.versus}` (single network, versus)", single, payload.get("epoch", "")))
     runs = validation_runs(args.tasks, len(rows))
     print(f"validation classes {sorted(rows)}; {runs} tasks per class, {args.ways}-way, seed {args.seed}")
     lines = ["| network | validation accuracy | 95% CI | tasks | best epoch |", "|---|---|---|---|---|"]
     results = []
-    for i, (name, embedder) in enumerate([*members, ("ensemble of all", Ensemble([e for _, e in members]))]):
+    for name, embedder, epoch in scored:
         result = evaluate_one_shot(embedder, version.read, rows, ways=args.ways, runs=runs, seed=args.seed,
                                    class_sources=sources)
         results.append(result)
         low, high = result.ci95
         print(f"  {name}: {result.accuracy:.3f} [{low:.3f}, {high:.3f}] ({result.n_tasks} tasks)", flush=True)
-        epoch = epochs[i] if i < len(members) else "-"
-        lines.append(f"| `{name}` | **{result.accuracy:.3f}** | [{low:.3f}, {high:.3f}] | {result.n_tasks} | {epoch} |")
+        lines.append(f"| {name} | **{result.accuracy:.3f}** | [{low:.3f}, {high:.3f}] | {result.n_tasks} | {epoch} |")
+    ensemble = results[len(members)]
     best = max(range(len(members)), key=lambda i: results[i].accuracy)
-    gain, low, high = paired_gain(results[-1].correct, results[best].correct)
-    verdicts = [f"ensemble minus its best member (`{members[best][0]}`) on the same {results[-1].n_tasks} tasks: "
-                f"{gain:+.3f} [{low:+.3f}, {high:+.3f}] (paired, 95%)"]
-    if single is not None:
-        result = evaluate_one_shot(single, version.read, rows, ways=args.ways, runs=runs, seed=args.seed,
-                                   class_sources=sources)
-        low, high = result.ci95
-        print(f"  {args.versus} (versus): {result.accuracy:.3f} [{low:.3f}, {high:.3f}] ({result.n_tasks} tasks)")
-        lines.append(f"| `{args.versus}` (single network, versus) | **{result.accuracy:.3f}** | [{low:.3f}, {high:.3f}] "
-                     f"| {result.n_tasks} | {single_epoch} |")
-        gain, low, high = paired_gain(results[-1].correct, result.correct)
-        verdicts.append(f"ensemble minus the single network (`{args.versus}`) on the same tasks: "
+    against = [(f"its best member ({members[best][0]})", results[best])]
+    if args.versus is not None:
+        against.append((f"the single network (`{args.versus}`)", results[-1]))
+    verdicts = []
+    for what, other in against:
+        gain, low, high = paired_gain(ensemble.correct, other.correct)
+        verdicts.append(f"ensemble minus {what} on the same {ensemble.n_tasks} tasks: "
                         f"{gain:+.3f} [{low:+.3f}, {high:+.3f}] (paired, 95%)")
     verdict = ";\n".join(verdicts)
     for line in verdicts:

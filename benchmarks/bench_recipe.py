@@ -11,7 +11,8 @@ log-mel cosine baseline on the same tasks. Test classes are never read.
         [--variants recipe,+ema,...] [--steps 400] [--tasks 2000] [--threads 2] [--out bench-output/recipe]
 
 ``--list`` prints the variants. The table goes to ``docs/results/recipe-<split>.md``, or
-``docs/results/<NAME>.md`` with ``--results-name`` (``benchmarks/results.py``); each row's command is the same line with ``--variants NAME``.
+``docs/results/<NAME>.md`` with ``--results-name`` (``benchmarks/results.py``); each row's command
+is the same line with ``--variants NAME``.
 """
 
 from __future__ import annotations
@@ -223,7 +224,8 @@ def main() -> None:
     lines += verdict(rows)
     text = "\n".join(lines) + "\n"
     print(text)
-    write_results(args.results_name or f"recipe-{split_name}", text, title=f"CPU recipe ablation on {split_name} validation classes")
+    write_results(args.results_name or f"recipe-{split_name}", text,
+                  title=f"CPU recipe ablation on {split_name} validation classes")
 
 
 if __name__ == "__main__":
