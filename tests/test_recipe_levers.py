@@ -15,13 +15,21 @@ import pytest
 import torch
 
 from siamese_audio.errors import TrainingError
-from siamese_audio.training.augment import augment, augment_levels, mix_power, shift_bands, stretched_crop
+from siamese_audio.training.augment import (
+    augment,
+    augment_levels,
+    mix_power,
+    shift_bands,
+    stretched_crop,
+    with_views,
+)
 from siamese_audio.training.averaging import WeightAverage, center_rows, embedding_mean
 from siamese_audio.training.checkpoint import load_checkpoint, load_embedder
 from siamese_audio.training.config import check_compatible
 from siamese_audio.training.embedder import autocast_context
 from siamese_audio.training.loop import RunData, fit
 from siamese_audio.training.model import build_model
+from siamese_audio.training.sampler import ClassBatch
 from tests.test_training_recipes import MODEL as PLAIN_MODEL
 from tests.test_training_recipes import SHAPE, texture_data
 from tests.test_training_recipes import TRAIN as PLAIN_TRAIN
@@ -87,6 +95,42 @@ def test_stretched_crops_and_band_shifts_are_seeded_windows_of_their_own_clip():
         assert rows == sorted(rows) and max(rows) - min(rows) <= 3  # a shift with the edge band repeated
     config = dataclasses.replace(TRAIN, stretch=0.2, shift_bands=2)
     assert torch.equal(augment(x, config, np.random.default_rng(7)), augment(x, config, np.random.default_rng(7)))
+
+
+def test_views_repeat_each_clip_next_to_itself_and_are_augmented_apart():
+    x = torch.arange(4 * 4 * 30, dtype=torch.float32).reshape(4, 4, 30)
+    batch = ClassBatch(rows=np.array([7, 3, 9, 1]), labels=np.array([0, 0, 1, 1]), classes=np.array([5, 5, 2, 2]))
+    before = x.clone()
+    viewed, vbatch = with_views(x, batch, 3)
+    assert viewed.shape == (12, 4, 30) and torch.equal(x, before)
+    assert vbatch.rows.tolist() == [7, 7, 7, 3, 3, 3, 9, 9, 9, 1, 1, 1]
+    assert vbatch.labels.tolist() == [0] * 6 + [1] * 6 and vbatch.classes.tolist() == [5] * 6 + [2] * 6
+    for i in range(12):
+        assert torch.equal(viewed[i], x[i // 3])
+    cropped = augment(viewed, TRAIN, np.random.default_rng(0))  # each copy its own crop and masks
+    assert not torch.equal(cropped[0], cropped[1]) or not torch.equal(cropped[1], cropped[2])
+    assert with_views(x, batch, 1) == (x, batch)
+
+
+def test_views_and_the_instance_term_train_seeded_and_are_refused_where_they_cannot_work(tmp_path):
+    data, _ = texture_data()
+    config = dataclasses.replace(PLAIN_TRAIN, max_epochs=3, eval_every=3, eval_tasks=20, clips_per_class=2, views=2,
+                                 instance_weight=0.5)
+    runs = [fit(data, PLAIN_MODEL, config, tmp_path / name, device="cpu", progress=False) for name in ("a", "b")]
+    first, second = (load_checkpoint(tmp_path / name / "last.pt") for name in ("a", "b"))
+    assert first["train_config"]["views"] == 2 and first["train_config"]["instance_weight"] == 0.5
+    for name, tensor in first["model_state"].items():
+        assert torch.equal(tensor, second["model_state"][name]), name
+    assert runs[0].history[-1].train_loss == runs[1].history[-1].train_loss
+    plain = fit(data, PLAIN_MODEL, dataclasses.replace(config, views=1, instance_weight=0.0), tmp_path / "plain",
+                device="cpu", progress=False)
+    assert plain.history[-1].train_loss != runs[0].history[-1].train_loss
+    with pytest.raises(TrainingError, match="set batch = 'classes'"):
+        dataclasses.replace(PLAIN_TRAIN, batch="pairs", loss="bce", views=2)
+    with pytest.raises(TrainingError, match="set views >= 2"):
+        dataclasses.replace(PLAIN_TRAIN, instance_weight=0.5)
+    with pytest.raises(TrainingError, match="views"):
+        dataclasses.replace(PLAIN_TRAIN, views=0)
 
 
 def test_recipe_options_that_cannot_work_are_refused():

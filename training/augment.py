@@ -18,6 +18,30 @@ import torch
 import torch.nn.functional as F
 
 from siamese_audio.training.config import TrainConfig
+from siamese_audio.training.sampler import ClassBatch
+
+
+def with_views(x: torch.Tensor, batch: ClassBatch, views: int) -> tuple[torch.Tensor, ClassBatch]:
+    """Repeat each clip of a class batch ``views`` times, so that each copy is augmented on its own draw.
+
+    Parameters
+    ----------
+    x : torch.Tensor [shape=(N, n_mels, n_frames)]
+        The clips of ``batch.rows``.
+    views : int
+
+    Returns
+    -------
+    x : torch.Tensor [shape=(N * views, n_mels, n_frames)]
+        Each clip's copies next to each other (a class's rows stay consecutive).
+    batch : ClassBatch
+        Rows, labels and classes repeated the same way.
+    """
+    if views == 1:
+        return x, batch
+    classes = None if batch.classes is None else np.repeat(batch.classes, views)
+    return x.repeat_interleave(views, dim=0), ClassBatch(rows=np.repeat(batch.rows, views),
+                                                         labels=np.repeat(batch.labels, views), classes=classes)
 
 
 def random_crop(x: torch.Tensor, frames: int, rng: np.random.Generator) -> torch.Tensor:

@@ -330,6 +330,14 @@ class TrainConfig:
     stretch : float
         Random time stretch of each clip by a factor in ``1 +- stretch``
         (resampling the crop's window; needs ``crop_frames``).
+    views : int
+        Augmented copies of each clip of a class batch (each cropped, masked and
+        levelled on its own draw); the copies are further positives of their class.
+        1: each clip once.
+    instance_weight : float
+        Weight of a second supervised-contrastive term whose only positives are
+        the other views of the same clip (instance discrimination, needs
+        ``views >= 2``); 0: none.
     """
 
     loss: str = "bce"
@@ -369,6 +377,8 @@ class TrainConfig:
     tilt_db: float = 0.0
     shift_bands: int = 0
     stretch: float = 0.0
+    views: int = 1
+    instance_weight: float = 0.0
 
     def __post_init__(self) -> None:
         owner = "Training config"
@@ -428,6 +438,15 @@ class TrainConfig:
         _probability(owner, "stretch", self.stretch)
         if self.stretch and not self.crop_frames:
             raise TrainingError(f"{owner}: stretch = {self.stretch} resamples the crop's window; set crop_frames.")
+        _positive_int(owner, "views", self.views)
+        if self.views > 1 and self.batch != "classes":
+            raise TrainingError(f"{owner}: views = {self.views} augments each clip of a class batch several times; "
+                                f"set batch = 'classes' (got {self.batch!r}).")
+        _number(owner, "instance_weight", self.instance_weight, strict=False)
+        if self.instance_weight and (self.views < 2 or self.loss != "supcon"):
+            raise TrainingError(f"{owner}: instance_weight = {self.instance_weight} contrasts a clip's views with "
+                                f"every other view; set views >= 2 and loss = 'supcon' (got views = {self.views}, "
+                                f"loss {self.loss!r}).")
         low_high = self.mix_db
         if (not isinstance(low_high, tuple) or len(low_high) != 2
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -42,7 +42,7 @@ from siamese_audio.evaluation.tasks import check_runs
 from siamese_audio.files import refuse_inside_version
 from siamese_audio.lock import hold_directory
 from siamese_audio.memory import keep_training_buffers
-from siamese_audio.training.augment import augment, augment_levels
+from siamese_audio.training.augment import augment, augment_levels, with_views
 from siamese_audio.training.averaging import WeightAverage, center_rows, embedding_mean
 from siamese_audio.training.checkpoint import (
     BEST,
@@ -251,6 +251,10 @@ def train_step(
         The accuracy of the loss's own decisions (pairs, nearest clips or prototypes).
     """
     model.train()
+    if config.views > 1:
+        if not isinstance(batch, ClassBatch):
+            raise TrainingError("train_step: views need a class batch.")
+        x, batch = with_views(x, batch, config.views)
     if config.augments_levels:
         if rng is None:
             raise TrainingError("train_step: the config augments its batches; pass the run's generator.")
@@ -272,6 +276,10 @@ def train_step(
         else:
             labels = torch.from_numpy(batch.labels).to(device)
             loss, correct = batch_loss(model, embeddings, labels, kind=config.loss, temperature=config.temperature)
+            if config.instance_weight:
+                clips = torch.arange(labels.shape[0], device=device) // config.views
+                loss = loss + config.instance_weight * batch_loss(model, embeddings, clips, kind="supcon",
+                                                                  temperature=config.temperature)[0]
             if config.aux_weight:
                 if batch.classes is None:
                     raise TrainingError("train_step: aux_weight needs the batch's training-class indices.")
