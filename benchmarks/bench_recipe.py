@@ -68,6 +68,7 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "k8": ("16 classes x 8 clips a batch", {}, {"classes_per_batch": 16, "clips_per_class": 8}),
     "p40": ("40 classes x 4 clips a batch", {}, {"classes_per_batch": 40}),
     "tau0.2": ("supcon temperature 0.2", {}, {"temperature": 0.2}),
+    "tau0.3": ("supcon temperature 0.3", {}, {"temperature": 0.3}),
     "tau0.05": ("supcon temperature 0.05", {}, {"temperature": 0.05}),
     "wide": ("width 48-96-192-384", {"conv_filters": (48, 96, 192, 384)}, {}),
     "fc256": ("256-wide embedding", {"fc_units": 256}, {}),
