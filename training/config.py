@@ -44,7 +44,10 @@ LOSSES = ("bce", "mse", "contrastive", "bce-all", "supcon", "proto")
 BATCHES = ("pairs", "classes")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("auto", "bf16", "fp32")
+#: ``"auto"`` (bf16 autocast on CUDA, float32 on the CPU), ``"bf16"`` (bf16 autocast on either), ``"fp32"``,
+#: ``"bf16-native"`` (bf16 where the hardware has it: CUDA, a CPU with AVX-512 BF16 / AMX; float32 on other
+#: CPUs, where emulated bf16 is several times slower; :mod:`~siamese_audio.training.precision`).
+PRECISIONS = ("auto", "bf16", "fp32", "bf16-native")
 
 #: Losses of each batch kind: Algorithm 2's sampled pairs, or every pair of P classes x K clips.
 LOSSES_OF_BATCH = {"pairs": ("bce", "mse", "contrastive"), "classes": ("bce-all", "supcon", "proto")}
@@ -300,8 +303,10 @@ class TrainConfig:
         Largest width of a frequency mask (mel bands) and a time mask (stored frames).
     precision : str
         ``"auto"`` (bf16 autocast on CUDA, float32 on the CPU), ``"bf16"`` (bf16
-        autocast on either; the CPU presets: AVX-512 BF16 makes a CPU step ~2x
-        faster) or ``"fp32"``. The loss and the similarity head run in float32.
+        autocast on either), ``"fp32"``, or ``"bf16-native"`` (the CPU presets: bf16
+        on CUDA and on a CPU with AVX-512 BF16 or AMX, where a CPU step runs ~1.4x
+        faster; float32 on other CPUs, where emulated bf16 ran 4-5x slower than
+        float32). The loss and the similarity head run in float32.
     channels_last : bool
         On the CPU, train with the convolution weights in channels-last strides
         (PyTorch's CPU max-pooling is ~10x faster in that layout): a ``cpu-esc50``
@@ -535,7 +540,8 @@ CPU_MODEL = ModelConfig(conv_filters=(32, 64, 128, 256), conv_kernels=(3, 3, 3, 
                         init="torch")
 #: Its training: supervised contrastive loss (temperature 0.1: 0.2 won 500-step validation runs but lost on the
 #: full schedule's validation, docs/training.md) over every pair of 32 classes x 4 clips, AdamW, warm-up and
-#: cosine decay, bf16 autocast steps (1.5x the float32 step rate on an AVX-512 BF16 CPU), random 4 s crops and
+#: cosine decay, bf16 autocast steps where the CPU has bf16 in hardware (1.5x the float32 step rate on an
+#: AVX-512 BF16 CPU; float32 elsewhere, where emulated bf16 is 4-5x slower), random 4 s crops and
 #: SpecAugment masks; a 20-minute budget on 2 cores, validations included. The other levers issue 20 measured
 #: (weight average, auxiliary classifier, mixing, gain / tilt / band shifts / stretch) are options, off here:
 #: none beat this on validation classes (benchmarks/bench_recipe.py).
@@ -543,7 +549,7 @@ CPU_TRAIN = TrainConfig(loss="supcon", batch="classes", classes_per_batch=32, cl
                         lr=2e-3, optimizer="adamw", weight_decay=1e-4, lr_schedule="cosine", warmup_epochs=40,
                         max_epochs=1600, max_minutes=20.0, eval_every=100, eval_tasks=2000, patience=100,
                         crop_frames=345, freq_masks=2, freq_mask_bands=16, time_masks=2, time_mask_frames=34,
-                        precision="bf16", channels_last=True)
+                        precision="bf16-native", channels_last=True)
 
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     "report-audiomnist": (ModelConfig(), TrainConfig(pos=2, ratio=(1, 1))),

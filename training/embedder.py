@@ -22,11 +22,17 @@ import torch
 from siamese_audio.errors import TrainingError
 from siamese_audio.training.incremental import LocalContext, embed_local, local_context
 from siamese_audio.training.model import SiameseNet
+from siamese_audio.training.precision import resolve_precision
 
 
 def autocast_context(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA unless ``precision`` is ``"fp32"``; on the CPU only when it is ``"bf16"``."""
+    """bf16 autocast on CUDA unless ``precision`` is ``"fp32"``; on the CPU only when it is ``"bf16"``.
+
+    ``"bf16-native"`` is first resolved for ``device`` (:func:`~siamese_audio.training.precision.resolve_precision`):
+    bf16 on CUDA and on a CPU with bf16 in hardware, none on other CPUs.
+    """
     device = torch.device(device)
+    precision = resolve_precision(precision, device)
     if device.type == "cuda" and precision != "fp32":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     if device.type == "cpu" and precision == "bf16":

@@ -61,6 +61,7 @@ from siamese_audio.training.embedder import TorchEmbedder, autocast_context, sim
 from siamese_audio.training.losses import batch_loss, pair_loss
 from siamese_audio.training.metrics import EvalRecord, plot_curves, write_metrics_csv
 from siamese_audio.training.model import SiameseNet, build_model
+from siamese_audio.training.precision import resolve_precision
 from siamese_audio.training.sampler import (
     ClassBatch,
     PairBatch,
@@ -156,6 +157,9 @@ class TrainResult:
     timing : dict
         With ``profile``: steps timed, mean seconds per epoch, of reading the batch and of the
         optimiser step, the loader's share, training pairs per second, peak CUDA memory.
+    precision : str
+        What the training steps ran in on this machine: ``"auto"``, ``"bf16"`` or ``"fp32"``
+        (``"bf16-native"`` resolved: :func:`~siamese_audio.training.precision.resolve_precision`).
     """
 
     run_dir: Path
@@ -168,6 +172,7 @@ class TrainResult:
     elapsed_s: float = 0.0
     max_minutes: float = 0.0
     timing: dict[str, Any] = field(default_factory=dict)
+    precision: str = "auto"
 
 
 @dataclass
@@ -405,8 +410,9 @@ def fit(
     on_epoch : callable, optional
         Called with the epoch number after each epoch's step (and checkpointing).
     precision : str, optional
-        ``"auto"`` (bf16 autocast on CUDA), ``"bf16"`` (bf16 autocast on CUDA and the CPU) or
-        ``"fp32"``; default: the training config's ``precision``.
+        ``"auto"`` (bf16 autocast on CUDA), ``"bf16"`` (bf16 autocast on CUDA and the CPU),
+        ``"fp32"`` or ``"bf16-native"`` (bf16 only where the hardware has it); default: the
+        training config's ``precision``.
     profile : bool
         Time each epoch's batch reading and optimiser step (synchronising CUDA), for
         :attr:`TrainResult.timing`.
@@ -424,6 +430,7 @@ def fit(
     refuse_inside_version(run_dir, option="run directory", error=TrainingError)
     with hold_directory(run_dir, what=f"Run directory {run_dir}", error=TrainingError):
         torch_device = resolve_device(device)
+        precision = resolve_precision(precision, torch_device)
         keep_training_buffers()  # without it a CPU step spends as much time in the kernel as in the maths
         evaluate = evaluate or evaluate_one_shot
         described = describe(model_config=model_config, train_config=train_config, input_shape=data.shape,
@@ -454,7 +461,7 @@ def fit(
         return TrainResult(
             run_dir=run_dir, best_checkpoint=run_dir / BEST if (run_dir / BEST).is_file() else None, best_val_accuracy=state.best_val_accuracy,
             best_epoch=state.best_epoch, epochs_run=state.epoch, stopped=state.stopped, history=tuple(state.history),
-            elapsed_s=state.elapsed_s, max_minutes=train_config.max_minutes, timing=run.timing(),
+            elapsed_s=state.elapsed_s, max_minutes=train_config.max_minutes, timing=run.timing(), precision=precision,
         )
 
 

@@ -54,9 +54,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (bf16 autocast on CUDA)")
     p.add_argument("--resident", action="store_true",
                    help="load the training split once into device memory instead of reading each batch")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32", "bf16-native"), default=None,
                    help="auto: bf16 autocast on CUDA, float32 on the CPU; bf16: bf16 autocast on CUDA and the CPU; "
-                        "fp32: float32 everywhere (default: the training config's precision)")
+                        "fp32: float32 everywhere; bf16-native: bf16 on CUDA and on a CPU with AVX-512 BF16 or AMX, "
+                        "float32 on other CPUs (default: the training config's precision; the cpu presets' is "
+                        "bf16-native)")
     p.add_argument("--profile", action="store_true",
                    help="time each epoch's batch reading and step; the result carries the timings")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
@@ -136,6 +138,7 @@ def run_train(args: argparse.Namespace) -> int:
         "best_val_ci95": [best.val_ci95_low, best.val_ci95_high] if best else None,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped": result.stopped,
         "elapsed_s": round(result.elapsed_s, 1), "max_minutes": result.max_minutes, "timing": result.timing,
+        "precision": result.precision,
         "run_dir": str(result.run_dir), "last_checkpoint": str(result.run_dir / "last.pt"),
         "metrics": str(result.run_dir / "metrics.csv"), "curves": str(result.run_dir / "curves.png"),
     }
@@ -143,7 +146,8 @@ def run_train(args: argparse.Namespace) -> int:
     emit(summary, args.json,
          f"best validation accuracy {result.best_val_accuracy:.3f} (95% Wilson CI {ci[0]:.3f}-{ci[1]:.3f}, "
          f"{summary['best_val_n_tasks']} tasks) at epoch {result.best_epoch} "
-         f"({result.epochs_run} epochs in {result.elapsed_s / 60:.1f} min, stopped by {result.stopped}); "
+         f"({result.epochs_run} epochs in {result.elapsed_s / 60:.1f} min, {result.precision} steps, "
+         f"stopped by {result.stopped}); "
          + (f"best weights: {result.best_checkpoint}" if result.best_checkpoint else
           f"best weights: none ({result.run_dir / 'best.pt'} is missing; last.pt holds the latest weights)"))
     return 0
