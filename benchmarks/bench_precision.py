@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from results import cpu_model, write_results  # noqa: E402
 
+from siamese_audio.memory import keep_training_buffers  # noqa: E402
 from siamese_audio.training.config import preset  # noqa: E402
 from siamese_audio.training.loop import train_step  # noqa: E402
 from siamese_audio.training.model import build_model  # noqa: E402
@@ -71,6 +72,7 @@ def main() -> None:
     if args.steps < 1:
         parser.error(f"expected --steps >= 1; got {args.steps}")
     torch.set_num_threads(args.threads)
+    keep_training_buffers()  # as training does: without it every step maps and unmaps its activations
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")))
     native = [f for f in NATIVE_BF16_FLAGS if f in flags]
     resolved = resolve_precision("bf16-native", "cpu")
@@ -94,7 +96,7 @@ def main() -> None:
         p, k = preset(args.preset)[1].classes_per_batch, preset(args.preset)[1].clips_per_class
         body = (f"`{args.preset}` training step (augmentations, supervised contrastive loss, AdamW) on a generated "
                 f"{p} x {k}-clip batch at {SHAPE[0]} x {SHAPE[1]} (4 s crops), {args.threads} threads, median of "
-                f"{args.steps} steps after a warm-up, each variant a fresh network; same run. CPU flags: "
+                f"{args.steps} steps after a warm-up, each variant a fresh network; same run, glibc malloc set as training sets it. CPU flags: "
                 f"{', '.join(flags) or 'none read'}; native bf16 flags: {', '.join(native) or 'none'}; the presets' "
                 f"`bf16-native` resolves to `{resolved}` here.\n\n" + "\n".join(lines) + "\n")
         write_results(args.results_name, body, title="Training-step speed by precision on this CPU")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from siamese_audio.cli import main
+from siamese_audio.cli.train import budget_hint
 from siamese_audio.errors import TrainingError
 from siamese_audio.evaluation.baseline import RawCosineEmbedder
 from siamese_audio.evaluation.evaluator import evaluate_one_shot
@@ -208,6 +209,9 @@ def test_max_minutes_stops_cleanly_and_a_larger_budget_resumes(tmp_path):
     assert stopped.stopped == "max_minutes" and 0 < stopped.epochs_run < 5000
     assert stopped.elapsed_s < 0.03 * 60 + 30  # a step and a validation past the budget at most (a busy machine)
     assert stopped.history[-1].epoch == stopped.epochs_run  # a last validation at the stop
+    # the CLI says how long a schedule fits this machine's budget
+    assert stopped.max_epochs == 5000
+    assert f"--max-epochs {stopped.epochs_run} " in budget_hint(stopped) and "of its 5000-epoch" in budget_hint(stopped)
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert last["train_config"]["max_minutes"] == 0.03 and last["stopped"] == "max_minutes"
     same = fit(data, MODEL, slow, tmp_path / "run", device="cpu", progress=False, resume=True)
@@ -232,6 +236,7 @@ def test_cli_records_the_time_budget(tmp_path, capsys):
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["max_minutes"] == 5.0 and result["elapsed_s"] > 0 and result["stopped"] == "max_epochs"
+    assert result["precision"] == "fp32" and result["max_epochs"] == 4 and "hint" not in result  # the schedule ended
     timing = result["timing"]
     assert timing["epochs_timed"] == 4 and 0 < timing["loader_share"] < 1 and timing["pairs_per_s"] > 0
     assert load_checkpoint(tmp_path / "run" / "last.pt")["train_config"]["max_minutes"] == 5.0

@@ -157,6 +157,8 @@ class TrainResult:
     timing : dict
         With ``profile``: steps timed, mean seconds per epoch, of reading the batch and of the
         optimiser step, the loader's share, training pairs per second, peak CUDA memory.
+    max_epochs : int
+        The schedule's length (a run its budget stopped ran fewer: ``epochs_run``).
     precision : str
         What the training steps ran in on this machine: ``"auto"``, ``"bf16"`` or ``"fp32"``
         (``"bf16-native"`` resolved: :func:`~siamese_audio.training.precision.resolve_precision`).
@@ -172,6 +174,7 @@ class TrainResult:
     elapsed_s: float = 0.0
     max_minutes: float = 0.0
     timing: dict[str, Any] = field(default_factory=dict)
+    max_epochs: int = 0
     precision: str = "auto"
 
 
@@ -461,7 +464,8 @@ def fit(
         return TrainResult(
             run_dir=run_dir, best_checkpoint=run_dir / BEST if (run_dir / BEST).is_file() else None, best_val_accuracy=state.best_val_accuracy,
             best_epoch=state.best_epoch, epochs_run=state.epoch, stopped=state.stopped, history=tuple(state.history),
-            elapsed_s=state.elapsed_s, max_minutes=train_config.max_minutes, timing=run.timing(), precision=precision,
+            elapsed_s=state.elapsed_s, max_minutes=train_config.max_minutes, timing=run.timing(), max_epochs=train_config.max_epochs,
+            precision=precision,
         )
 
 

@@ -138,16 +138,36 @@ def run_train(args: argparse.Namespace) -> int:
         "best_val_ci95": [best.val_ci95_low, best.val_ci95_high] if best else None,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped": result.stopped,
         "elapsed_s": round(result.elapsed_s, 1), "max_minutes": result.max_minutes, "timing": result.timing,
-        "precision": result.precision,
+        "precision": result.precision, "max_epochs": result.max_epochs,
         "run_dir": str(result.run_dir), "last_checkpoint": str(result.run_dir / "last.pt"),
         "metrics": str(result.run_dir / "metrics.csv"), "curves": str(result.run_dir / "curves.png"),
     }
     ci = summary["best_val_ci95"] or [0.0, 0.0]
+    hint = budget_hint(result)
+    if hint:
+        summary["hint"] = hint
     emit(summary, args.json,
          f"best validation accuracy {result.best_val_accuracy:.3f} (95% Wilson CI {ci[0]:.3f}-{ci[1]:.3f}, "
          f"{summary['best_val_n_tasks']} tasks) at epoch {result.best_epoch} "
          f"({result.epochs_run} epochs in {result.elapsed_s / 60:.1f} min, {result.precision} steps, "
          f"stopped by {result.stopped}); "
          + (f"best weights: {result.best_checkpoint}" if result.best_checkpoint else
-          f"best weights: none ({result.run_dir / 'best.pt'} is missing; last.pt holds the latest weights)"))
+          f"best weights: none ({result.run_dir / 'best.pt'} is missing; last.pt holds the latest weights)")
+         + (f"\n{hint}" if hint else ""))
     return 0
+
+
+def budget_hint(result) -> str:
+    """What to do when the budget stopped the schedule before its end ("" otherwise).
+
+    The learning-rate schedule is set by epochs (so that a seed gives the same weights on any
+    machine); on a machine slower than the one a preset was sized on, the budget stops the run
+    before the schedule has decayed. A schedule of the epochs that fitted then runs to its end.
+    """
+    if result.stopped != "max_minutes" or not result.max_epochs or result.epochs_run >= result.max_epochs:
+        return ""
+    lr = result.history[-1].lr if result.history else float("nan")
+    return (f"the {result.max_minutes:g}-minute budget stopped the run at epoch {result.epochs_run} of its "
+            f"{result.max_epochs}-epoch schedule (learning rate still {lr:.2g}; {result.precision} steps): "
+            f"on this machine a schedule that fits the budget is --max-epochs {result.epochs_run} "
+            f"(or give a larger --max-minutes)")
