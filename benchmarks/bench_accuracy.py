@@ -82,6 +82,8 @@ def train_and_evaluate(name: str, split, version, args, out: Path, seed: int) ->
     train_cfg = dataclasses.replace(train_cfg, seed=seed)
     if args.max_minutes is not None:
         train_cfg = dataclasses.replace(train_cfg, max_minutes=args.max_minutes)
+    if args.max_epochs is not None:
+        train_cfg = dataclasses.replace(train_cfg, max_epochs=args.max_epochs)
     run_dir = out / "runs" / (name if seed == 0 else f"{name}-seed{seed}")
     t0 = time.perf_counter()
     data = run_data_from_inputs(open_training_inputs(version.path, split_path))
@@ -105,6 +107,7 @@ def train_and_evaluate(name: str, split, version, args, out: Path, seed: int) ->
         "accuracy": pooled["accuracy"], "ci95": pooled["ci95"], "n_tasks": pooled["n_tasks"],
         "baseline": pooled["baseline_accuracy"], "training_minutes": round(trained.elapsed_s / 60, 2),
         "process_minutes": round(wall / 60, 2), "epochs": trained.epochs_run, "stopped": trained.stopped,
+        "precision": trained.precision,
         "best_epoch": trained.best_epoch, "best_val": best.val_accuracy,
         "best_val_ci95": [best.val_ci95_low, best.val_ci95_high], "best_val_tasks": best.val_n_tasks,
         "positives": report.to_dict().get("positives"), "report_notes": list(report.notes),
@@ -127,7 +130,7 @@ def markdown(rows: list[dict], args, version_id: str) -> str:
         "5-way one-shot accuracy on each split's test classes (never seen in training; the checkpoint was chosen on "
         "the validation classes), positives from another recording than the query's, 95% Wilson interval over "
         "the tasks, and the raw log-mel cosine baseline on the same tasks (chance 0.20).", "",
-        "| split | seed | test classes | accuracy | 95% CI | tasks | baseline | gain | training min | steps (stop) "
+        "| split | seed | test classes | accuracy | 95% CI | tasks | baseline | gain | training min | steps (stop, steps' precision) "
         "| best validation (tasks) at step |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -135,7 +138,7 @@ def markdown(rows: list[dict], args, version_id: str) -> str:
         lines.append(
             f"| {r['split']} | {r['seed']} | {', '.join(r['test_classes'])} | **{r['accuracy']:.3f}** | "
             f"{_ci(r['ci95'])} | {r['n_tasks']} | {r['baseline']:.3f} | {r['accuracy'] - r['baseline']:+.3f} | "
-            f"{r['training_minutes']:.1f} | {r['epochs']} ({r['stopped']}) | {r['best_val']:.3f} "
+            f"{r['training_minutes']:.1f} | {r['epochs']} ({r['stopped']}, {r.get('precision', '?')}) | {r['best_val']:.3f} "
             f"{_ci(r['best_val_ci95'])} ({r['best_val_tasks']}) at {r['best_epoch']} |")
     by_split: dict[str, list[dict]] = {}
     for r in rows:
@@ -186,6 +189,9 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=Path("bench-output/store"))
     parser.add_argument("--out", type=Path, default=Path("bench-output/accuracy"))
     parser.add_argument("--max-minutes", type=float, default=None, help="training budget (default: the preset's)")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="length of the learning-rate schedule in steps (default: the preset's); on a machine "
+                             "slower than the preset's, the number of steps its budget fits")
     parser.add_argument("--tasks", type=int, default=1000, help="test tasks per split, at least (default 1000)")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds, each split trained once per seed")
     parser.add_argument("--same-source-ok", default="report",

@@ -1,6 +1,6 @@
 """Precision: ``"bf16-native"`` takes bf16 only where the hardware computes it, float32 on other CPUs.
 
-Emulated bf16 on a CPU without AVX-512 BF16 or AMX made a ``cpu-esc50`` step 4-5x slower than float32
+Emulated bf16 on a CPU without AVX-512 BF16 or AMX made a ``cpu-esc50`` step ~10x slower than float32
 (benchmarks/bench_precision.py), so the CPU presets ask for bf16 only where it is native.
 """
 

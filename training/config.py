@@ -305,8 +305,8 @@ class TrainConfig:
         ``"auto"`` (bf16 autocast on CUDA, float32 on the CPU), ``"bf16"`` (bf16
         autocast on either), ``"fp32"``, or ``"bf16-native"`` (the CPU presets: bf16
         on CUDA and on a CPU with AVX-512 BF16 or AMX, where a CPU step runs ~1.4x
-        faster; float32 on other CPUs, where emulated bf16 ran 4-5x slower than
-        float32). The loss and the similarity head run in float32.
+        faster; float32 on other CPUs, where emulated bf16 ran ~10x slower than
+        float32: docs/results/precision-avx2.md). The loss and the similarity head run in float32.
     channels_last : bool
         On the CPU, train with the convolution weights in channels-last strides
         (PyTorch's CPU max-pooling is ~10x faster in that layout): a ``cpu-esc50``
@@ -541,7 +541,7 @@ CPU_MODEL = ModelConfig(conv_filters=(32, 64, 128, 256), conv_kernels=(3, 3, 3, 
 #: Its training: supervised contrastive loss (temperature 0.1: 0.2 won 500-step validation runs but lost on the
 #: full schedule's validation, docs/training.md) over every pair of 32 classes x 4 clips, AdamW, warm-up and
 #: cosine decay, bf16 autocast steps where the CPU has bf16 in hardware (1.5x the float32 step rate on an
-#: AVX-512 BF16 CPU; float32 elsewhere, where emulated bf16 is 4-5x slower), random 4 s crops and
+#: AVX-512 BF16 CPU; float32 elsewhere, where emulated bf16 is ~10x slower), random 4 s crops and
 #: SpecAugment masks; a 20-minute budget on 2 cores, validations included. The other levers issue 20 measured
 #: (weight average, auxiliary classifier, mixing, gain / tilt / band shifts / stretch) are options, off here:
 #: none beat this on validation classes (benchmarks/bench_recipe.py).

@@ -3,8 +3,8 @@
 bf16 autocast is fast only where the hardware multiplies bf16 natively: CUDA, and x86 CPUs with
 AVX-512 BF16 or AMX. Elsewhere PyTorch emulates it and a CPU step gets slower, not faster: a
 ``cpu-esc50`` training step (128 clips x 345 frames, 2 threads, channels-last) took 0.74-0.80 s in
-bf16 against 1.01-1.19 s in float32 on an AVX-512 BF16 CPU, but 16.4-18.6 s against 3.2-4.1 s on an
-AVX2-only AMD EPYC (``benchmarks/bench_precision.py``). ``"bf16-native"``, the CPU presets'
+bf16 against 1.01-1.19 s in float32 on an AVX-512 BF16 CPU, but 19.4 s against 1.9 s on an AVX2-only
+AMD EPYC (``benchmarks/bench_precision.py``, docs/results/precision-avx2.md). ``"bf16-native"``, the CPU presets'
 precision, takes bf16 only where it pays.
 """
 
