@@ -84,6 +84,27 @@ def _golden() -> dict:
     return json.loads(GOLDEN.read_text())
 
 
+def blas_architecture() -> str:
+    """The kernel set OpenBLAS picked for this CPU at run time (e.g. ``Haswell``, ``SkylakeX``), or ``"unknown"``.
+
+    The log-mel arrays go through BLAS (the mel projection), and OpenBLAS's DYNAMIC_ARCH builds pick
+    per-CPU kernels whose float rounding differs: the same code and library versions gave other array
+    bytes on an AVX2-only AMD EPYC (``Haswell`` kernels) than on the AVX-512 machines that recorded
+    format 3, while numpy's own SIMD dispatch changed nothing (checked with ``NPY_DISABLE_CPU_FEATURES``).
+    """
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown"
+    names = sorted({i.get("architecture") or "" for i in threadpool_info() if i.get("internal_api") == "openblas"})
+    return "+".join(n for n in names if n) or "unknown"
+
+
+def expected_digests(recorded: dict, architecture: str) -> dict[str, str]:
+    """The recorded digests for this BLAS ``architecture``: the format's own, with the keys its CPU changes replaced."""
+    return {**recorded["digests"], **recorded.get("by_blas_architecture", {}).get(architecture, {})}
+
+
 def test_stored_bytes_match_the_recorded_format_version(tmp_path):
     recorded = _golden().get(str(fingerprint.FEATURE_FORMAT_VERSION))
     assert recorded is not None, (
@@ -94,12 +115,28 @@ def test_stored_bytes_match_the_recorded_format_version(tmp_path):
     # Compressed shard bytes also depend on the codec library (blosc inside numcodecs), whose version the id
     # covers anyway: compare them only under the recorded numcodecs, so a new release of it cannot fail CI.
     same_codec = recorded["libraries"].get("numcodecs") == fingerprint.byte_library_versions()["numcodecs"]
-    checked = [k for k in recorded["digests"] if same_codec or "/shard" not in k]
-    changed = sorted(k for k in checked if found.get(k) != recorded["digests"][k])
+    architecture = blas_architecture()
+    expected = expected_digests(recorded, architecture)
+    checked = [k for k in expected if same_codec or "/shard" not in k]
+    changed = sorted(k for k in checked if found.get(k) != expected[k])
     assert not changed, (
         f"The stored bytes changed for the same inputs ({changed}) but FEATURE_FORMAT_VERSION is still "
         f"{fingerprint.FEATURE_FORMAT_VERSION}: a version id would name two different stores. Bump it in "
-        "features/fingerprint.py and record the new values (python tests/test_fingerprint.py --record).")
+        "features/fingerprint.py and record the new values (python tests/test_fingerprint.py --record). "
+        f"If only the arrays and shards differ and the code did not change, this CPU's BLAS kernels "
+        f"({architecture!r}) round differently from those recorded: record them with "
+        "`python tests/test_fingerprint.py --record-blas`.")
+
+
+def test_only_blas_kernels_may_change_array_bytes():
+    """Per-CPU digests may replace array and shard digests only, never the catalog's (CPU-independent)."""
+    for version, recorded in _golden().items():
+        for architecture, digests_ in recorded.get("by_blas_architecture", {}).items():
+            assert digests_ and all("/catalog" not in k for k in digests_), (version, architecture)
+            assert set(digests_) <= set(recorded["digests"]), (version, architecture)
+    recorded = {"digests": {"a/arrays": "1", "a/catalog": "2"}, "by_blas_architecture": {"Haswell": {"a/arrays": "3"}}}
+    assert expected_digests(recorded, "Haswell") == {"a/arrays": "3", "a/catalog": "2"}
+    assert expected_digests(recorded, "SkylakeX") == recorded["digests"]
 
 
 def test_a_one_sample_change_in_padding_fails_the_golden_test(tmp_path, monkeypatch):
@@ -147,6 +184,24 @@ def test_the_golden_file_records_each_format_version_once():
     assert str(fingerprint.FEATURE_FORMAT_VERSION) in golden
     assert all(int(k) <= fingerprint.FEATURE_FORMAT_VERSION for k in golden)
 
+
+if __name__ == "__main__" and sys.argv[1:] == ["--record-blas"]:
+    # this CPU's BLAS kernels round differently: record the array / shard digests that differ, for this format
+    import tempfile
+
+    golden = _golden()
+    key = str(fingerprint.FEATURE_FORMAT_VERSION)
+    with tempfile.TemporaryDirectory() as tmp:
+        found = {**digests(Path(tmp) / "crop", crop_long=True),
+                 **{f"{k}/rejecting": v for k, v in digests(Path(tmp) / "reject", crop_long=False).items()}}
+    differ = {k: v for k, v in found.items() if v != golden[key]["digests"][k]}
+    if any("/catalog" in k for k in differ):
+        sys.exit(f"catalog digests differ too ({sorted(differ)}): that is the code, not BLAS; bump the format")
+    architecture = blas_architecture()
+    if differ:
+        golden[key].setdefault("by_blas_architecture", {})[architecture] = differ
+        GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+    print(f"format {key}, BLAS {architecture}: {len(differ)} digests recorded")
 
 if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
     import tempfile
