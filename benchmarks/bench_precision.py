@@ -79,21 +79,21 @@ def main() -> None:
     print(f"CPU {cpu_model()}, {args.threads} threads; bf16 flags: {native or 'none'}; "
           f"'bf16-native' resolves to {resolved!r}", flush=True)
     variants = [("fp32", True), ("fp32", False), ("bf16", True), ("bf16", False)]
-    rows = []
+    rows = []  # (precision, weights layout, median, min, max seconds a step)
     for precision, channels_last in variants:
         times = time_steps(precision, channels_last, args.steps, args.preset)
-        rows.append((precision, channels_last, statistics.median(times), min(times), max(times)))
-        print(f"  {precision} {'channels-last' if channels_last else 'contiguous'}: median "
-              f"{rows[-1][2]:.2f} s a step ({rows[-1][3]:.2f}-{rows[-1][4]:.2f} s over {len(times)} steps)", flush=True)
+        layout = "channels-last" if channels_last else "contiguous"
+        rows.append((precision, layout, statistics.median(times), min(times), max(times)))
+        print(f"  {precision} {layout}: median {rows[-1][2]:.2f} s a step ({rows[-1][3]:.2f}-{rows[-1][4]:.2f} s "
+              f"over {len(times)} steps)", flush=True)
     base = rows[0][2]
     lines = ["| precision | weights | s / step (median) | range | speed vs fp32 channels-last |", "|---|---|---|---|---|"]
-    for precision, channels_last, median, low, high in rows:
-        lines.append(f"| {precision} | {'channels-last' if channels_last else 'contiguous'} | {median:.2f} | "
-                     f"{low:.2f}-{high:.2f} | **{base / median:.2f}x** |")
-        print(f"  {precision} {'channels-last' if channels_last else 'contiguous'}: {base / median:.2f}x "
-              f"float32 channels-last", flush=True)
+    for precision, layout, median, low, high in rows:
+        lines.append(f"| {precision} | {layout} | {median:.2f} | {low:.2f}-{high:.2f} | **{base / median:.2f}x** |")
+        print(f"  {precision} {layout}: {base / median:.2f}x float32 channels-last", flush=True)
     if args.results_name:
-        p, k = preset(args.preset)[1].classes_per_batch, preset(args.preset)[1].clips_per_class
+        train_cfg = preset(args.preset)[1]
+        p, k = train_cfg.classes_per_batch, train_cfg.clips_per_class
         body = (f"`{args.preset}` training step (augmentations, supervised contrastive loss, AdamW) on a generated "
                 f"{p} x {k}-clip batch at {SHAPE[0]} x {SHAPE[1]} (4 s crops), {args.threads} threads, median of "
                 f"{args.steps} steps after a warm-up, each variant a fresh network; same run, glibc malloc set as training sets it. CPU flags: "

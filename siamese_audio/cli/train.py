@@ -11,6 +11,7 @@ from siamese_audio.cli.output import check_out_dir, emit
 from siamese_audio.errors import TrainingError
 from siamese_audio.files import refuse_inside_version
 from siamese_audio.training.config import (
+    PRECISIONS,
     PRESETS,
     ModelConfig,
     TrainConfig,
@@ -54,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (bf16 autocast on CUDA)")
     p.add_argument("--resident", action="store_true",
                    help="load the training split once into device memory instead of reading each batch")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32", "bf16-native"), default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="auto: bf16 autocast on CUDA, float32 on the CPU; bf16: bf16 autocast on CUDA and the CPU; "
                         "fp32: float32 everywhere; bf16-native: bf16 on CUDA and on a CPU with AVX-512 BF16 or AMX, "
                         "float32 on other CPUs (default: the training config's precision; the cpu presets' is "
