@@ -84,6 +84,12 @@ def _golden() -> dict:
     return json.loads(GOLDEN.read_text())
 
 
+def format_digests(root: Path) -> dict[str, str]:
+    """The digests the golden file records: a store built with ``crop_long`` and one that rejects long clips, under ``root``."""
+    return {**digests(root / "crop", crop_long=True),
+            **{f"{k}/rejecting": v for k, v in digests(root / "reject", crop_long=False).items()}}
+
+
 def blas_architecture() -> str:
     """The kernel set OpenBLAS picked for this CPU at run time (e.g. ``Haswell``, ``SkylakeX``), or ``"unknown"``.
 
@@ -110,8 +116,7 @@ def test_stored_bytes_match_the_recorded_format_version(tmp_path):
     assert recorded is not None, (
         f"No golden values for feature format {fingerprint.FEATURE_FORMAT_VERSION}: record them with "
         "`python tests/test_fingerprint.py --record`.")
-    found = {**digests(tmp_path / "crop", crop_long=True), **{
-        f"{k}/rejecting": v for k, v in digests(tmp_path / "reject", crop_long=False).items()}}
+    found = format_digests(tmp_path)
     # Compressed shard bytes also depend on the codec library (blosc inside numcodecs), whose version the id
     # covers anyway: compare them only under the recorded numcodecs, so a new release of it cannot fail CI.
     same_codec = recorded["libraries"].get("numcodecs") == fingerprint.byte_library_versions()["numcodecs"]
@@ -192,8 +197,7 @@ if __name__ == "__main__" and sys.argv[1:] == ["--record-blas"]:
     golden = _golden()
     key = str(fingerprint.FEATURE_FORMAT_VERSION)
     with tempfile.TemporaryDirectory() as tmp:
-        found = {**digests(Path(tmp) / "crop", crop_long=True),
-                 **{f"{k}/rejecting": v for k, v in digests(Path(tmp) / "reject", crop_long=False).items()}}
+        found = format_digests(Path(tmp))
     differ = {k: v for k, v in found.items() if v != golden[key]["digests"][k]}
     if any("/catalog" in k for k in differ):
         sys.exit(f"catalog digests differ too ({sorted(differ)}): that is the code, not BLAS; bump the format")
@@ -211,8 +215,7 @@ if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
     if key in golden:
         sys.exit(f"{GOLDEN} already holds format {key}; bump FEATURE_FORMAT_VERSION for new bytes.")
     with tempfile.TemporaryDirectory() as tmp:
-        found = {**digests(Path(tmp) / "crop", crop_long=True),
-                 **{f"{k}/rejecting": v for k, v in digests(Path(tmp) / "reject", crop_long=False).items()}}
+        found = format_digests(Path(tmp))
     golden[key] = {"libraries": fingerprint.byte_library_versions(), "digests": found}
     GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
     print(f"recorded feature format {key} in {GOLDEN}")
